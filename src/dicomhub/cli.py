@@ -1,0 +1,239 @@
+"""The `dicomhub` command: serve, import, migrate (thin: options to Settings to services)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dicomhub.bootstrap import build_services, prepare_storage
+from dicomhub.config import CONFIG_ENV, Settings
+from dicomhub.context import Origin, RequestContext
+from dicomhub.errors import DicomhubError
+from dicomhub.services.store import StoreStatus
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="dicomhub",
+    help="A self-hosted DICOMweb archive. Every option is also a DICOMHUB_<NAME> variable.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+log = logging.getLogger("dicomhub")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help=f"TOML file with the same keys as the options ({CONFIG_ENV}).", exists=True
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Folder for blobs and the SQLite index (DICOMHUB_DATA_DIR)."),
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL of the index, e.g. postgresql+psycopg://user@host/db "
+        "(DICOMHUB_DATABASE_URL; default: SQLite in the data folder).",
+    ),
+]
+
+
+def _settings(config: Path | None, **options: object) -> Settings:
+    """Explicit options go to the environment too, so that worker processes see the same values."""
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config.resolve())
+    for name, value in options.items():
+        if value is not None and value is not False:
+            os.environ[f"DICOMHUB_{name.upper()}"] = str(value)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err["loc"])
+            console.print(
+                f"[red]configuration error[/red] {where + ': ' if where else ''}{err['msg']}"
+            )
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        console.print(f"[red]configuration error[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pydicom warns about odd input through `warnings`; the server reports those per instance.
+    logging.captureWarnings(True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (DICOMHUB_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (DICOMHUB_PORT).")] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (DICOMHUB_WORKERS).")
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Allow a non-loopback address without access control."),
+    ] = False,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning (DICOMHUB_LOG_LEVEL).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the DICOMweb server."""
+    import uvicorn
+
+    settings = _settings(
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir.resolve() if data_dir else None,
+        database_url=database_url,
+        workers=workers,
+        insecure=insecure,
+        log_level=log_level,
+    )
+    _logging(settings.log_level)
+    try:
+        prepare_storage(settings)
+    except DicomhubError as exc:
+        console.print(f"[red]cannot start:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    db_url = settings.resolved_database_url
+    shown = db_url.split("@")[-1] if "@" in db_url else db_url
+    log.info(
+        "dicomhub %s listening on http://%s:%d (DICOMweb under /dicom-web, /v1, /v2); "
+        "index %s; blobs in %s; %d worker(s)",
+        _version(),
+        settings.host,
+        settings.port,
+        shown,
+        settings.blob_dir.resolve(),
+        settings.workers,
+    )
+    uvicorn.run(
+        "dicomhub.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        timeout_keep_alive=30,
+    )
+
+
+def _version() -> str:
+    from dicomhub import __version__
+
+    return __version__
+
+
+def _files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for root, _dirs, names in os.walk(path):
+                for name in sorted(names):
+                    yield Path(root) / name
+        else:
+            yield path
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files and folders (searched recursively).", exists=True)
+    ],
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Store DICOM files through the same path as STOW-RS, with progress and a summary."""
+    settings = _settings(
+        config, data_dir=data_dir.resolve() if data_dir else None, database_url=database_url
+    )
+    _logging("warning")
+    prepare_storage(settings)
+    services = build_services(settings)
+    ctx = RequestContext(origin=Origin.CLI, principal="cli")
+    files = list(_files(paths))
+    counts: Counter[str] = Counter()
+    failures: list[tuple[Path, str]] = []
+    try:
+        with Progress(
+            TextColumn("[bold]importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[current]}"),
+            console=console,
+        ) as progress:
+            task = progress.add_task("import", total=len(files), current="")
+            for path in files:
+                progress.update(task, current=path.name[-40:])
+                try:
+                    with path.open("rb") as fh:
+                        outcome = services.store.store_file(ctx, fh)
+                except OSError as exc:
+                    counts["failed"] += 1
+                    failures.append((path, f"cannot read: {exc.strerror or exc}"))
+                else:
+                    if outcome.status is StoreStatus.ALREADY_STORED:
+                        counts["already present"] += 1
+                    elif outcome.stored:
+                        counts["stored"] += 1
+                    else:
+                        counts["failed"] += 1
+                        failures.append((path, outcome.message))
+                progress.advance(task)
+    finally:
+        services.close()
+    table = Table(title="import summary")
+    table.add_column("result")
+    table.add_column("files", justify="right")
+    for key in ("stored", "already present", "failed"):
+        table.add_row(key, str(counts[key]))
+    Console().print(table)
+    for path, reason in failures:
+        console.print(f"[red]failed[/red] {path}: {reason}")
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate(
+    data_dir: DataDirOpt = None, database_url: DatabaseOpt = None, config: ConfigOpt = None
+) -> None:
+    """Create or upgrade the index schema, then exit (serve and import also do this)."""
+    settings = _settings(
+        config, data_dir=data_dir.resolve() if data_dir else None, database_url=database_url
+    )
+    _logging("info")
+    prepare_storage(settings)
+    console.print(f"index is up to date: {settings.resolved_database_url.split('@')[-1]}")
+
+
+def main() -> None:
+    app()

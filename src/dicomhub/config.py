@@ -1,0 +1,106 @@
+"""Settings: defaults < TOML config file < DICOMHUB_* environment < command-line options."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["CONFIG_ENV", "Settings", "is_loopback"]
+
+CONFIG_ENV = "DICOMHUB_CONFIG"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by DICOMHUB_CONFIG; keys are the setting names."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get(CONFIG_ENV)
+        self._values: dict[str, Any] = {}
+        if path:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+            # Accept both a flat file and one with a [dicomhub] table.
+            self._values = dict(data.get("dicomhub", data))
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        known = set(self.settings_cls.model_fields)
+        unknown = sorted(set(self._values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) in {os.environ.get(CONFIG_ENV)}: {', '.join(unknown)}"
+            )
+        return dict(self._values)
+
+
+class Settings(BaseSettings):
+    """Every knob of the server; each one is also DICOMHUB_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DICOMHUB_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    workers: int = Field(default=1, ge=1, le=64)
+    insecure: bool = False
+    log_level: str = "info"
+    qido_default_limit: int = Field(default=100, ge=1)
+    qido_max_limit: int = Field(default=1000, ge=1)
+    max_request_bytes: int = Field(default=4 * 1024**3, ge=1024)
+    sqlite_synchronous: str = "FULL"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        # Auth does not exist yet, so anything but loopback is open to the network.
+        if not is_loopback(self.host) and not self.insecure:
+            raise ValueError(
+                f"refusing to listen on {self.host}: access control is not available yet, "
+                "so only a loopback address is safe; pass --insecure (DICOMHUB_INSECURE=true) "
+                "to accept that anyone who can reach the port can read and delete data"
+            )
+        if self.qido_default_limit > self.qido_max_limit:
+            raise ValueError("qido_default_limit must not exceed qido_max_limit")
+        if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"

@@ -1,0 +1,223 @@
+"""Parse a stored Part-10 file once: identity, index values, DICOM JSON and the frame index."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from dicomhub.dicom.attributes import MATCHABLE, Level, level_of_tag
+from dicomhub.dicom.frames import FrameIndex, PixelDataError, PixelLayout, read_frame_index
+from dicomhub.dicom.json_model import BulkUri, dataset_to_json, tag_key
+from dicomhub.dicom.validate import Finding, Severity, check_identity
+
+__all__ = ["NotDicom", "ParsedInstance", "parse_part10"]
+
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_EXPLICIT_BE = "1.2.840.10008.1.2.2"
+# Attributes computed by the server; never read from an instance.
+_NOT_FROM_INSTANCE = {"ModalitiesInStudy", "SOPClassesInStudy"}
+
+
+class NotDicom(ValueError):
+    """The bytes are not a readable DICOM Part-10 file."""
+
+
+@dataclass(slots=True)
+class ParsedInstance:
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    metadata: dict[str, Any]
+    index: dict[str, str | int | None]
+    level_json: dict[Level, dict[str, Any]]
+    frames: FrameIndex | None
+    number_of_frames: int
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.WARNING]
+
+
+def parse_part10(fp: BinaryIO, file_size: int, bulk_uri: BulkUri) -> ParsedInstance:
+    """Read the header of the file in `fp` and index its pixel data without loading it.
+
+    Raises NotDicom when the bytes are not DICOM; problems with a readable file are findings.
+    """
+    try:
+        ds = dcmread(fp, stop_before_pixels=True)
+    except Exception as exc:
+        raise NotDicom(f"not a readable DICOM Part-10 file: {exc}") from exc
+    meta = ds.file_meta if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else None
+    findings: list[Finding] = []
+    transfer_syntax = _transfer_syntax(ds, findings)
+    findings.extend(_truncation_findings(ds, file_size))
+
+    deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
+    if deflated:
+        # The inflated stream has no byte offsets in the file: read it whole (deflated files are small).
+        fp.seek(0)
+        try:
+            ds = dcmread(fp)
+        except Exception as exc:
+            raise NotDicom(f"deflated data set cannot be inflated: {exc}") from exc
+
+    uids, identity = check_identity(ds, meta)
+    findings.extend(identity)
+
+    frames: FrameIndex | None = None
+    number_of_frames = _int(ds, "NumberOfFrames", 1) or 1
+    if not deflated and fp.tell() < file_size:
+        try:
+            frames = read_frame_index(fp, file_size, _layout(ds, transfer_syntax, number_of_frames))
+        except PixelDataError as exc:
+            findings.append(Finding(Severity.ERROR, str(exc), "PixelData"))
+        else:
+            if frames.problem:
+                findings.append(
+                    Finding(Severity.WARNING, f"frames not indexed: {frames.problem}", "PixelData")
+                )
+
+    metadata, problems = dataset_to_json(ds, bulk_uri)
+    findings.extend(Finding(Severity.WARNING, p) for p in problems)
+    if frames is not None:
+        metadata[tag_key(frames.tag)] = {
+            "vr": frames.vr,
+            "BulkDataURI": bulk_uri(tag_key(frames.tag)),
+        }
+        metadata = dict(sorted(metadata.items()))
+
+    return ParsedInstance(
+        study_uid=uids.get("StudyInstanceUID", ""),
+        series_uid=uids.get("SeriesInstanceUID", ""),
+        sop_instance_uid=uids.get("SOPInstanceUID", ""),
+        sop_class_uid=uids.get("SOPClassUID", ""),
+        transfer_syntax=transfer_syntax,
+        metadata=metadata,
+        index=_index_values(ds, findings),
+        level_json=_split_levels(metadata),
+        frames=frames,
+        number_of_frames=number_of_frames,
+        findings=findings,
+    )
+
+
+def _transfer_syntax(ds: Dataset, findings: list[Finding]) -> str:
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts:
+        return str(ts).strip().rstrip("\x00")
+    implicit, little = ds.original_encoding
+    inferred = _IMPLICIT_LE if implicit else (_EXPLICIT_LE if little else _EXPLICIT_BE)
+    findings.append(
+        Finding(
+            Severity.WARNING,
+            f"File Meta Information has no TransferSyntaxUID; read as {inferred}",
+            "TransferSyntaxUID",
+        )
+    )
+    return inferred
+
+
+def _truncation_findings(ds: Dataset, file_size: int) -> list[Finding]:
+    out: list[Finding] = []
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF:
+            if raw.value is not None and len(raw.value) < raw.length:
+                out.append(
+                    Finding(
+                        Severity.ERROR,
+                        f"file is truncated inside ({tag_key(tag)[:4]},{tag_key(tag)[4:]}): "
+                        f"{raw.length} bytes declared, {len(raw.value)} present",
+                    )
+                )
+            elif raw.value_tell + raw.length > file_size:
+                out.append(Finding(Severity.ERROR, "file is truncated"))
+    return out
+
+
+def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
+    try:
+        value = ds.get(keyword)
+        if isinstance(value, MultiValue | list):
+            value = value[0] if value else None
+        return int(value) if value not in (None, "") else default
+    except Exception:  # noqa: BLE001 - a malformed number counts as absent
+        return default
+
+
+def _layout(ds: Dataset, transfer_syntax: str, number_of_frames: int) -> PixelLayout:
+    implicit, little = ds.original_encoding
+    offsets = lengths = None
+    try:
+        eot = ds.get("ExtendedOffsetTable")
+        eotl = ds.get("ExtendedOffsetTableLengths")
+        if eot and eotl:
+            offsets = struct.unpack(f"<{len(eot) // 8}Q", eot)
+            lengths = struct.unpack(f"<{len(eotl) // 8}Q", eotl)
+    except Exception:  # noqa: BLE001 - a broken table is ignored; fragments are scanned instead
+        offsets = lengths = None
+    return PixelLayout(
+        transfer_syntax=transfer_syntax,
+        implicit_vr=bool(implicit),
+        little_endian=little is not False,
+        rows=_int(ds, "Rows", 0) or 0,
+        columns=_int(ds, "Columns", 0) or 0,
+        samples_per_pixel=_int(ds, "SamplesPerPixel", 1) or 1,
+        bits_allocated=_int(ds, "BitsAllocated", 0) or 0,
+        number_of_frames=number_of_frames,
+        photometric=str(ds.get("PhotometricInterpretation", "") or "").strip(),
+        extended_offsets=offsets,
+        extended_lengths=lengths,
+    )
+
+
+def _index_values(ds: Dataset, findings: list[Finding]) -> dict[str, str | int | None]:
+    values: dict[str, str | int | None] = {}
+    for keyword, attr in MATCHABLE.items():
+        if keyword in _NOT_FROM_INSTANCE:
+            continue
+        try:
+            elem = ds.get(attr.tag)
+            value = None if elem is None or elem.is_empty else elem.value
+            if isinstance(value, MultiValue | list):
+                value = value[0] if value else None
+            if value is None:
+                values[keyword] = None
+            elif attr.vr == "IS":
+                values[keyword] = int(value)
+            else:
+                values[keyword] = str(value).strip().rstrip("\x00") or None
+        except Exception as exc:  # noqa: BLE001 - the value stays in the file, just not searchable
+            values[keyword] = None
+            findings.append(
+                Finding(Severity.WARNING, f"{keyword} is not searchable: {exc}", keyword)
+            )
+    return values
+
+
+def _split_levels(metadata: dict[str, Any]) -> dict[Level, dict[str, Any]]:
+    levels: dict[Level, dict[str, Any]] = {Level.STUDY: {}, Level.SERIES: {}, Level.INSTANCE: {}}
+    for key, value in metadata.items():
+        tag = int(key, 16)
+        level = level_of_tag(tag)
+        if level is not None:
+            levels[level][key] = value
+        if tag in (0x00080005, 0x00080201):  # charset and time zone belong to every level
+            for other in levels.values():
+                other[key] = value
+    return levels

@@ -1,0 +1,55 @@
+"""Request-scoped dependencies: the services, the caller's context, the URL base, UID checks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from dicomhub.bootstrap import Services
+from dicomhub.context import Origin, RequestContext
+from dicomhub.dicom.uid import uid_problem
+from dicomhub.errors import InvalidInput
+from dicomhub.services.urls import Urls
+
+__all__ = ["Ctx", "ServicesDep", "UrlsDep", "api_version", "check_uid"]
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _context(request: Request) -> RequestContext:
+    client = request.client
+    return RequestContext(origin=Origin.DICOMWEB, remote=client.host if client else None)
+
+
+def _prefix(request: Request) -> str:
+    # Routes are mounted under /dicom-web, /v1 and /v2: the first path segment is the mount.
+    path = request.url.path
+    first = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+    return f"/{first}" if first in ("dicom-web", "v1", "v2") else ""
+
+
+def _urls(request: Request) -> Urls:
+    base = str(request.base_url).rstrip("/")
+    return Urls(base + _prefix(request))
+
+
+def api_version(request: Request) -> int:
+    """2 under /v2, 1 under /v1, 0 without a version prefix."""
+    prefix = _prefix(request)
+    return {"/v2": 2, "/v1": 1}.get(prefix, 0)
+
+
+def check_uid(name: str, value: str) -> str:
+    problem = uid_problem(value)
+    if problem:
+        raise InvalidInput(f"{name} '{value}' in the URL is not a valid UID: it {problem}")
+    return value
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+Ctx = Annotated[RequestContext, Depends(_context)]
+UrlsDep = Annotated[Urls, Depends(_urls)]

@@ -1,0 +1,79 @@
+"""Errors to HTTP: one table, a JSON body with a clear message, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dicomhub import errors
+from dicomhub.dicomweb.responses import JSONResponse
+
+__all__ = ["STATUS", "error_response", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.DicomhubError], int] = {
+    errors.DicomhubError: 500,
+    errors.InvalidInput: 400,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.NotAcceptable: 406,
+    errors.AlreadyExists: 409,
+    errors.Conflict: 409,
+    errors.Gone: 410,
+    errors.PreconditionFailed: 412,
+    errors.TooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.Unsupported: 501,
+    errors.StorageFull: 507,
+    errors.Unavailable: 503,
+}
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    return JSONResponse({"status": status, "code": code, "message": message}, status_code=status)
+
+
+def _status_of(exc: errors.DicomhubError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.DicomhubError)
+    async def _dicomhub(request: Request, exc: errors.DicomhubError) -> Response:
+        status = _status_of(exc)
+        level = logging.WARNING if status >= 500 else logging.INFO
+        log.log(level, "%s %s -> %d %s", request.method, request.url.path, status, exc.message)
+        return error_response(status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path"))
+            parts.append(f"{where}: {err.get('msg')}")
+        message = "; ".join(parts) or "invalid request"
+        log.info("%s %s -> 400 %s", request.method, request.url.path, message)
+        return error_response(400, errors.InvalidInput.code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such resource: {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(exc.status_code, "http-error", message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal-error", "internal server error; see the server log")

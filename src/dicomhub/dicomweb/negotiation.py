@@ -1,0 +1,139 @@
+"""Media types of Accept and Content-Type, parsed leniently (unquoted `type=`, `*/*`) as peers do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dicomhub.errors import NotAcceptable
+
+__all__ = [
+    "MediaRange",
+    "RetrieveChoice",
+    "accepts_json",
+    "choose_bulk",
+    "choose_retrieve",
+    "parse_accept",
+    "parse_media_type",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRange:
+    mime: str  # lower case, e.g. "multipart/related"
+    params: dict[str, str] = field(default_factory=dict)
+    q: float = 1.0
+
+    @property
+    def type_param(self) -> str | None:
+        value = self.params.get("type")
+        return value.lower() if value else None
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        return self.params.get("transfer-syntax")
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside double quotes."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def parse_media_type(text: str) -> MediaRange:
+    pieces = _split(text, ";")
+    mime = pieces[0].strip().lower()
+    params: dict[str, str] = {}
+    q = 1.0
+    for piece in pieces[1:]:
+        if "=" not in piece:
+            continue
+        key, value = piece.split("=", 1)
+        key = key.strip().lower()
+        value = value.strip().strip('"').strip()
+        if key == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                q = 0.0
+        else:
+            params[key] = value
+    return MediaRange(mime, params, q)
+
+
+def parse_accept(header: str | None) -> list[MediaRange]:
+    """Media ranges by preference (q, then order); an absent or empty header means `*/*`."""
+    if not header or not header.strip():
+        return [MediaRange("*/*")]
+    ranges = [parse_media_type(p) for p in _split(header, ",") if p.strip()]
+    ranges = [r for r in ranges if r.q > 0]
+    return sorted(ranges, key=lambda r: -r.q)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveChoice:
+    multipart: bool
+    transfer_syntax: str | None  # None or "*": as stored
+    zip: bool = False
+
+
+def choose_retrieve(header: str | None, *, single_instance: bool) -> RetrieveChoice:
+    """Pick a representation for instance/series/study retrieve (PS3.18 8.7.3, Table 8.7.3-2)."""
+    offered = []
+    for r in parse_accept(header):
+        if r.mime in ("*/*", "multipart/*"):
+            return RetrieveChoice(True, None)
+        if r.mime == "multipart/related":
+            if r.type_param in (None, "application/dicom", "application/*", "*/*"):
+                return RetrieveChoice(True, r.transfer_syntax)
+            offered.append(f"multipart/related; type={r.type_param}")
+        elif r.mime in ("application/dicom", "application/*"):
+            if single_instance:
+                return RetrieveChoice(False, r.transfer_syntax)
+            offered.append("application/dicom (a single instance only)")
+        elif r.mime == "application/zip":
+            offered.append("application/zip")
+        else:
+            offered.append(r.mime)
+    raise NotAcceptable(
+        "cannot produce "
+        + (", ".join(offered) or "the requested media type")
+        + '; use multipart/related; type="application/dicom"'
+        + (" or application/dicom" if single_instance else "")
+    )
+
+
+def accepts_json(header: str | None) -> bool:
+    for r in parse_accept(header):
+        if r.mime in ("*/*", "application/*", "application/dicom+json", "application/json"):
+            return True
+    return False
+
+
+def choose_bulk(header: str | None, *, parts: int) -> bool:
+    """True for multipart/related; type=application/octet-stream, False for a single part."""
+    for r in parse_accept(header):
+        if r.mime in ("*/*", "multipart/*"):
+            return True
+        if r.mime == "multipart/related" and r.type_param in (
+            None,
+            "application/octet-stream",
+            "*/*",
+        ):
+            return True
+        if r.mime in ("application/octet-stream", "application/*") and parts == 1:
+            return False
+    raise NotAcceptable(
+        'bulk data is served as multipart/related; type="application/octet-stream"'
+        + (" or, for a single value, application/octet-stream" if parts == 1 else "")
+    )

@@ -1,0 +1,293 @@
+"""Store: stage bytes, parse and validate once, then index and change feed in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import BinaryIO
+
+from dicomhub.context import RequestContext
+from dicomhub.dicom.read import NotDicom, ParsedInstance, parse_part10
+from dicomhub.errors import NotFound
+from dicomhub.services.urls import BULK_MARKER
+from dicomhub.storage.blobs.base import BlobStore, BlobWriter
+from dicomhub.storage.engine import Database
+from dicomhub.storage.index import instances as index
+
+__all__ = [
+    "FailureCode",
+    "InstanceOutcome",
+    "StoreBatch",
+    "StoreOutcome",
+    "StoreService",
+    "StoreStatus",
+]
+
+log = logging.getLogger(__name__)
+
+
+class StoreStatus(StrEnum):
+    STORED = "stored"
+    STORED_WITH_WARNINGS = "stored-with-warnings"
+    ALREADY_STORED = "already-stored"
+    FAILED = "failed"
+
+
+class FailureCode:
+    """FailureReason / WarningReason values of the Azure DICOM service (and PS3.4 where they exist)."""
+
+    PROCESSING_FAILURE = 272  # 0x0110
+    VALIDATION_FAILURE = 43264  # 0xA900
+    STUDY_MISMATCH = 43265  # 0xA901
+    ALREADY_STORED = 45070
+    BEING_CREATED = 45071
+    DATASET_DOES_NOT_MATCH = 45063  # 0xB007, a warning: stored, with findings
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceOutcome:
+    status: StoreStatus
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    failure_reason: int | None = None
+    warning_reason: int | None = None
+    message: str = ""
+
+    @property
+    def stored(self) -> bool:
+        return self.status in (StoreStatus.STORED, StoreStatus.STORED_WITH_WARNINGS)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    instances: tuple[InstanceOutcome, ...]
+
+    @property
+    def stored(self) -> tuple[InstanceOutcome, ...]:
+        return tuple(i for i in self.instances if i.stored)
+
+    @property
+    def failed(self) -> tuple[InstanceOutcome, ...]:
+        return tuple(i for i in self.instances if not i.stored)
+
+
+@dataclass(slots=True)
+class _Pending:
+    writer: BlobWriter
+    parsed: ParsedInstance
+    warnings: str
+
+
+def _bulk_placeholder(path: str) -> str:
+    return BULK_MARKER + path
+
+
+def _outcome(pending: _Pending, result: index.InsertResult) -> InstanceOutcome:
+    p = pending.parsed
+    if result.instance_key is not None and pending.warnings:
+        status, failure, warning = (
+            StoreStatus.STORED_WITH_WARNINGS,
+            None,
+            FailureCode.DATASET_DOES_NOT_MATCH,
+        )
+        message = pending.warnings
+    elif result.instance_key is not None:
+        status, failure, warning, message = StoreStatus.STORED, None, None, ""
+    elif result.duplicate:
+        status, failure, warning = StoreStatus.ALREADY_STORED, FailureCode.ALREADY_STORED, None
+        message = "the instance is already stored; delete it first to replace it"
+    else:
+        status, failure, warning = StoreStatus.FAILED, FailureCode.VALIDATION_FAILURE, None
+        message = result.conflict or "the index refused the instance"
+    return InstanceOutcome(
+        status,
+        sop_class_uid=p.sop_class_uid,
+        sop_instance_uid=p.sop_instance_uid,
+        study_uid=p.study_uid,
+        series_uid=p.series_uid,
+        failure_reason=failure,
+        warning_reason=warning,
+        message=message,
+    )
+
+
+class StoreBatch:
+    """One request's worth of instances: parts are added as they arrive, committed together.
+
+    Not thread-safe: one request drives it, from one thread at a time.
+    """
+
+    def __init__(self, service: StoreService, ctx: RequestContext, study_uid: str | None) -> None:
+        self._service = service
+        self._ctx = ctx
+        self._study_uid = study_uid
+        self._pending: list[_Pending] = []
+        self._outcomes: list[InstanceOutcome | None] = []
+        self._writers: list[BlobWriter] = []
+        self._seen: set[str] = set()
+
+    def part(self) -> BlobWriter:
+        """A staged blob for the next part's bytes; hand it to `add` once written."""
+        writer = self._service.blobs.stage()
+        self._writers.append(writer)
+        return writer
+
+    def add(self, writer: BlobWriter, problem: str | None = None) -> InstanceOutcome | None:
+        """Make the part durable and check it. Returns its outcome now if it already failed."""
+        if problem is not None:
+            writer.abort()
+            return self._fail(None, FailureCode.PROCESSING_FAILURE, problem)
+        writer.finish()
+        try:
+            with writer.reader() as fh:
+                parsed = parse_part10(fh, writer.size, _bulk_placeholder)
+        except NotDicom as exc:
+            writer.abort()
+            return self._fail(None, FailureCode.VALIDATION_FAILURE, str(exc))
+        except Exception as exc:
+            log.exception("unexpected error while parsing a stored part")
+            writer.abort()
+            return self._fail(None, FailureCode.PROCESSING_FAILURE, f"could not process: {exc}")
+        if parsed.errors:
+            writer.abort()
+            message = "; ".join(f.message for f in parsed.errors)
+            return self._fail(parsed, FailureCode.VALIDATION_FAILURE, message)
+        if self._study_uid is not None and parsed.study_uid != self._study_uid:
+            writer.abort()
+            return self._fail(
+                parsed,
+                FailureCode.STUDY_MISMATCH,
+                f"StudyInstanceUID {parsed.study_uid} differs from {self._study_uid} in the URL",
+            )
+        if parsed.sop_instance_uid in self._seen:
+            writer.abort()
+            return self._fail(
+                parsed, FailureCode.ALREADY_STORED, "the same instance appears twice in the request"
+            )
+        self._seen.add(parsed.sop_instance_uid)
+        warnings = "; ".join(f.message for f in parsed.warnings)
+        self._pending.append(_Pending(writer, parsed, warnings))
+        self._outcomes.append(None)
+        return None
+
+    def _fail(self, parsed: ParsedInstance | None, code: int, message: str) -> InstanceOutcome:
+        outcome = InstanceOutcome(
+            StoreStatus.ALREADY_STORED
+            if code == FailureCode.ALREADY_STORED
+            else StoreStatus.FAILED,
+            sop_class_uid=parsed.sop_class_uid or None if parsed else None,
+            sop_instance_uid=parsed.sop_instance_uid or None if parsed else None,
+            study_uid=parsed.study_uid or None if parsed else None,
+            series_uid=parsed.series_uid or None if parsed else None,
+            failure_reason=code,
+            message=message,
+        )
+        log.info("store refused %s: %s (%s)", outcome.sop_instance_uid or "a part", message, code)
+        self._outcomes.append(outcome)
+        return outcome
+
+    def commit(self) -> StoreOutcome:
+        """Index every accepted part in one transaction, then make their blobs permanent."""
+        try:
+            results = self._service.index_batch(self._ctx, self._pending) if self._pending else []
+        except BaseException:
+            self.abort()
+            raise
+        by_pending = iter(zip(self._pending, results, strict=True))
+        final: list[InstanceOutcome] = []
+        for early in self._outcomes:
+            if early is not None:
+                final.append(early)
+                continue
+            pending, result = next(by_pending)
+            if result.instance_key is not None:
+                self._service.blobs.promote(pending.writer.blob_id)
+            else:
+                pending.writer.abort()
+            final.append(_outcome(pending, result))
+        self._pending.clear()
+        self._writers.clear()
+        stored = StoreOutcome(tuple(final))
+        if stored.stored:
+            self._service.notify()
+        return stored
+
+    def abort(self) -> None:
+        """Drop everything staged by this request (client gone, body malformed, server stopping)."""
+        for writer in self._writers:
+            writer.abort()
+        self._writers.clear()
+        self._pending.clear()
+
+
+@dataclass
+class StoreService:
+    db: Database
+    blobs: BlobStore
+    _partitions: dict[str, int] = field(default_factory=dict)
+    _listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def begin(self, ctx: RequestContext, *, study_uid: str | None = None) -> StoreBatch:
+        return StoreBatch(self, ctx, study_uid)
+
+    def store_file(self, ctx: RequestContext, source: BinaryIO) -> InstanceOutcome:
+        """Store one Part-10 file read from `source` (the CLI import path)."""
+        batch = self.begin(ctx)
+        writer = batch.part()
+        try:
+            while chunk := source.read(1024 * 1024):
+                writer.write(chunk)
+        except BaseException:
+            batch.abort()
+            raise
+        batch.add(writer)
+        return batch.commit().instances[0]
+
+    def partition_key(self, name: str) -> int:
+        key = self._partitions.get(name)
+        if key is None:
+            with self.db.read() as conn:
+                key = index.partition_key(conn, name)
+            if key is None:
+                raise NotFound(f"data partition '{name}' does not exist")
+            self._partitions[name] = key
+        return key
+
+    def index_batch(self, ctx: RequestContext, pending: list[_Pending]) -> list[index.InsertResult]:
+        pk = self.partition_key(ctx.partition)
+        items = [index.NewInstance(p.parsed, p.writer.blob_id, p.writer.size) for p in pending]
+        now = ctx.now()
+        return self.db.write(
+            lambda conn: index.insert_instances(conn, self.db.backend, pk, items, now)
+        )
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each commit that stored something (wakes change-feed consumers)."""
+        self._listeners.append(listener)
+
+    def notify(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("store listener failed")
+
+    def recover(self) -> tuple[int, int]:
+        """Finish or undo stores that a crashed process left between blob and index."""
+
+        def referenced(ids: list[str]) -> set[str]:
+            with self.db.read() as conn:
+                return index.referenced_blobs(conn, ids)
+
+        promoted, deleted = self.blobs.recover(referenced)
+        if promoted or deleted:
+            log.warning(
+                "recovered interrupted stores: %d blob(s) completed, %d leftover(s) removed",
+                promoted,
+                deleted,
+            )
+        return promoted, deleted

@@ -1,0 +1,52 @@
+"""The blob store interface: opaque ids in, bytes out; nothing about DICOM or patients."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from typing import BinaryIO, Protocol
+
+__all__ = ["BlobStore", "BlobWriter", "new_blob_id"]
+
+
+def new_blob_id() -> str:
+    """128 random bits: names carry no patient data, no UIDs and no order."""
+    return secrets.token_hex(16)
+
+
+class BlobWriter(Protocol):
+    """An open, staged blob. Staged blobs are invisible until `promote`."""
+
+    blob_id: str
+    size: int
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def finish(self) -> None:
+        """Make the staged bytes durable (fsync); call once after the last write."""
+
+    def reader(self) -> BinaryIO:
+        """Read the staged bytes back (for parsing before the index commit)."""
+
+    def abort(self) -> None:
+        """Drop the staged bytes."""
+
+
+class BlobStore(Protocol):
+    """Staging protects the index: bytes are durable before the index commits, visible after."""
+
+    def stage(self) -> BlobWriter: ...
+
+    def promote(self, blob_id: str) -> None:
+        """Make a staged blob permanent; called after the index commit that references it."""
+
+    def open(self, blob_id: str) -> BinaryIO: ...
+
+    def delete(self, blob_id: str) -> None: ...
+
+    def exists(self, blob_id: str) -> bool: ...
+
+    def recover(self, referenced: Callable[[list[str]], Iterable[str]]) -> tuple[int, int]:
+        """Promote leftover staged blobs that `referenced` names, delete the rest; (promoted, deleted)."""
+
+    def close(self) -> None: ...

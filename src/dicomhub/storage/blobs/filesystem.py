@@ -1,0 +1,153 @@
+"""Blobs as files: written to staging/, fsynced, renamed into objects/ after the index commit."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from dicomhub.errors import NotFound, StorageFull
+from dicomhub.storage.blobs.base import new_blob_id
+
+__all__ = ["FilesystemBlobStore"]
+
+
+def _raise_storage(exc: OSError) -> None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise StorageFull("the data folder's disk is full") from exc
+
+
+class _FileWriter:
+    def __init__(self, store: FilesystemBlobStore) -> None:
+        self.blob_id = new_blob_id()
+        self.size = 0
+        self._path = store.staged_path(self.blob_id)
+        self._fh: BinaryIO | None = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self._fh is not None, "write after finish"
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            _raise_storage(exc)
+            raise
+        self.size += len(data)
+
+    def finish(self) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            _raise_storage(exc)
+            raise
+        finally:
+            self._fh.close()
+            self._fh = None
+
+    def reader(self) -> BinaryIO:
+        return open(self._path, "rb")
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._path.unlink(missing_ok=True)
+
+
+class FilesystemBlobStore:
+    """`objects/ab/cd/<id>` for committed blobs, `staging/<session>/<id>` until the index knows them.
+
+    Each process stages into its own session folder and holds a lock on it, so that
+    recovery (by any process, at any time) only touches the leftovers of dead processes.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._objects = root / "objects"
+        self._staging_root = root / "staging"
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._staging_root.mkdir(parents=True, exist_ok=True)
+        self._staging = self._staging_root / new_blob_id()[:12]
+        self._staging.mkdir()
+        self._lock = open(self._staging / ".lock", "w")  # noqa: SIM115 - held for the process lifetime
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def close(self) -> None:
+        """Release this process's staging folder (empty once every request finished)."""
+        if self._lock.closed:
+            return
+        self._lock.close()
+        if not any(p.name != ".lock" for p in self._staging.iterdir()):
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+    def staged_path(self, blob_id: str) -> Path:
+        return self._staging / blob_id
+
+    def path(self, blob_id: str) -> Path:
+        return self._objects / blob_id[:2] / blob_id[2:4] / blob_id
+
+    def stage(self) -> _FileWriter:
+        try:
+            return _FileWriter(self)
+        except OSError as exc:
+            _raise_storage(exc)
+            raise
+
+    def promote(self, blob_id: str) -> None:
+        target = self.path(blob_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A crash before this rename is repaired by recover(): the index already names the blob.
+        os.replace(self.staged_path(blob_id), target)
+
+    def open(self, blob_id: str) -> BinaryIO:
+        try:
+            return open(self.path(blob_id), "rb")
+        except FileNotFoundError:
+            # Between the index commit and promote() the blob is still staged (maybe by another process).
+            for session in self._staging_root.iterdir():
+                try:
+                    return open(session / blob_id, "rb")
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+            raise NotFound(f"blob {blob_id} is missing from the data folder") from None
+
+    def delete(self, blob_id: str) -> None:
+        self.path(blob_id).unlink(missing_ok=True)
+
+    def exists(self, blob_id: str) -> bool:
+        return self.path(blob_id).exists()
+
+    def recover(self, referenced: Callable[[list[str]], Iterable[str]]) -> tuple[int, int]:
+        """Finish what dead processes left staged: promote blobs the index names, delete the rest."""
+        promoted = deleted = 0
+        for session in self._staging_root.iterdir():
+            if session == self._staging or not session.is_dir():
+                continue
+            try:
+                lock = open(session / ".lock", "a")  # noqa: SIM115
+            except OSError:
+                continue
+            with lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its process is alive
+                ids = [p.name for p in session.iterdir() if p.name != ".lock"]
+                keep = set(referenced(ids)) if ids else set()
+                for blob_id in ids:
+                    if blob_id in keep:
+                        target = self.path(blob_id)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(session / blob_id, target)
+                        promoted += 1
+                    else:
+                        (session / blob_id).unlink(missing_ok=True)
+                        deleted += 1
+            shutil.rmtree(session, ignore_errors=True)
+        return promoted, deleted

@@ -1,0 +1,535 @@
+"""Instance rows: insert a stored batch, look instances up, delete them; change-feed rows alongside."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from dicomhub.dicom.attributes import Level
+from dicomhub.dicom.normalize import (
+    INDEX_VERSION,
+    normalize_da,
+    normalize_pn,
+    normalize_tm,
+    pn_words,
+)
+from dicomhub.dicom.read import ParsedInstance
+from dicomhub.storage.dialect import insert_for
+from dicomhub.storage.schema import (
+    blob_deletion,
+    changefeed,
+    instance,
+    instance_metadata,
+    partition,
+    series,
+    study,
+)
+
+__all__ = [
+    "DeletedInstance",
+    "InsertResult",
+    "NewInstance",
+    "StoredInstance",
+    "delete_instances",
+    "existing",
+    "find_instances",
+    "forget_blob_deletions",
+    "insert_instances",
+    "metadata_page",
+    "metadata_version",
+    "partition_key",
+    "pending_blob_deletions",
+    "referenced_blobs",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    parsed: ParsedInstance
+    blob_id: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    instance_key: int | None
+    duplicate: bool = False
+    conflict: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    instance_key: int
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_id: str
+    size: int
+    number_of_frames: int
+    frames: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedInstance:
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    blob_id: str
+
+
+def partition_key(conn: Connection, name: str) -> int | None:
+    return conn.execute(select(partition.c.partition_key).where(partition.c.name == name)).scalar()
+
+
+def _words(name: str | None) -> str | None:
+    # Leading and trailing spaces let a word-prefix match be written as '* word*'.
+    return f" {' '.join(pn_words(name))} " if name else None
+
+
+def _str(value: str | int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: str | int | None) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _study_values(p: ParsedInstance, now: datetime) -> dict[str, Any]:
+    ix = p.index
+    patient_name = _str(ix.get("PatientName"))
+    referring = _str(ix.get("ReferringPhysicianName"))
+    return {
+        "patient_id": _str(ix.get("PatientID")),
+        "patient_name_norm": normalize_pn(patient_name) if patient_name else None,
+        "patient_name_words": _words(patient_name),
+        "patient_birth_date": normalize_da(_str(ix.get("PatientBirthDate")) or ""),
+        "patient_sex": _str(ix.get("PatientSex")),
+        "study_date": normalize_da(_str(ix.get("StudyDate")) or ""),
+        "study_time": normalize_tm(_str(ix.get("StudyTime")) or ""),
+        "accession_number": _str(ix.get("AccessionNumber")),
+        "referring_physician_norm": normalize_pn(referring) if referring else None,
+        "referring_physician_words": _words(referring),
+        "study_id": _str(ix.get("StudyID")),
+        "study_description": _str(ix.get("StudyDescription")),
+        "attributes": orjson.dumps(p.level_json[Level.STUDY]),
+        "index_version": INDEX_VERSION,
+        "updated_at": now,
+    }
+
+
+def _series_values(p: ParsedInstance, now: datetime) -> dict[str, Any]:
+    ix = p.index
+    return {
+        "modality": _str(ix.get("Modality")),
+        "series_number": _int(ix.get("SeriesNumber")),
+        "series_description": _str(ix.get("SeriesDescription")),
+        "body_part_examined": _str(ix.get("BodyPartExamined")),
+        "manufacturer": _str(ix.get("Manufacturer")),
+        "institution_name": _str(ix.get("InstitutionName")),
+        "pps_start_date": normalize_da(_str(ix.get("PerformedProcedureStepStartDate")) or ""),
+        "pps_start_time": normalize_tm(_str(ix.get("PerformedProcedureStepStartTime")) or ""),
+        "attributes": orjson.dumps(p.level_json[Level.SERIES]),
+        "index_version": INDEX_VERSION,
+        "updated_at": now,
+    }
+
+
+def existing(conn: Connection, pk: int, sop_uids: Sequence[str]) -> set[str]:
+    """Which of these SOP Instance UIDs are already stored."""
+    if not sop_uids:
+        return set()
+    rows = conn.execute(
+        select(instance.c.sop_instance_uid).where(
+            instance.c.partition_key == pk, instance.c.sop_instance_uid.in_(sop_uids)
+        )
+    )
+    return {r[0] for r in rows}
+
+
+def insert_instances(
+    conn: Connection, backend: str, pk: int, items: Sequence[NewInstance], now: datetime
+) -> list[InsertResult]:
+    """Insert each instance in its own savepoint; one failing leaves the others in the batch."""
+    results: list[InsertResult] = []
+    touched_series: set[int] = set()
+    touched_studies: set[int] = set()
+    for item in items:
+        savepoint = conn.begin_nested()
+        try:
+            result, keys = _insert_one(conn, backend, pk, item, now)
+        except IntegrityError as exc:
+            savepoint.rollback()
+            results.append(
+                InsertResult(None, conflict=f"the index refused the instance: {exc.orig}")
+            )
+            continue
+        if result.instance_key is None:
+            savepoint.rollback()
+        else:
+            savepoint.commit()
+            touched_series.add(keys[1])
+            touched_studies.add(keys[0])
+        results.append(result)
+    _refresh_counts(conn, touched_series, touched_studies)
+    return results
+
+
+def _insert_one(
+    conn: Connection, backend: str, pk: int, item: NewInstance, now: datetime
+) -> tuple[InsertResult, tuple[int, int]]:
+    p = item.parsed
+    owner = conn.execute(
+        select(study.c.study_uid)
+        .join(series, series.c.study_key == study.c.study_key)
+        .where(series.c.partition_key == pk, series.c.series_uid == p.series_uid)
+    ).scalar()
+    if owner is not None and owner != p.study_uid:
+        return InsertResult(
+            None, conflict=f"series {p.series_uid} already belongs to study {owner}"
+        ), (0, 0)
+
+    study_values = _study_values(p, now)
+    stmt = insert_for(backend, study).values(
+        partition_key=pk, study_uid=p.study_uid, created_at=now, **study_values
+    )
+    # "Latest instance wins" for study- and series-level attributes, as in the Azure service.
+    study_key = conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[study.c.partition_key, study.c.study_uid], set_=study_values
+        ).returning(study.c.study_key)
+    ).scalar_one()
+
+    series_values = _series_values(p, now)
+    stmt = insert_for(backend, series).values(
+        partition_key=pk,
+        study_key=study_key,
+        series_uid=p.series_uid,
+        created_at=now,
+        **series_values,
+    )
+    series_key = conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[series.c.partition_key, series.c.series_uid], set_=series_values
+        ).returning(series.c.series_key)
+    ).scalar_one()
+
+    frames = p.frames.to_json() if p.frames is not None else None
+    stmt = insert_for(backend, instance).values(
+        series_key=series_key,
+        study_key=study_key,
+        partition_key=pk,
+        sop_instance_uid=p.sop_instance_uid,
+        sop_class_uid=p.sop_class_uid,
+        instance_number=_int(p.index.get("InstanceNumber")),
+        transfer_syntax_uid=p.transfer_syntax,
+        blob_id=item.blob_id,
+        size=item.size,
+        number_of_frames=p.number_of_frames,
+        frames=orjson.dumps(frames) if frames is not None else None,
+        attributes=orjson.dumps(p.level_json[Level.INSTANCE]),
+        index_version=INDEX_VERSION,
+        created_at=now,
+    )
+    instance_key = conn.execute(
+        stmt.on_conflict_do_nothing(
+            index_elements=[instance.c.partition_key, instance.c.sop_instance_uid]
+        ).returning(instance.c.instance_key)
+    ).scalar()
+    if instance_key is None:
+        return InsertResult(None, duplicate=True), (study_key, series_key)
+    conn.execute(
+        insert(instance_metadata).values(instance_key=instance_key, json=orjson.dumps(p.metadata))
+    )
+    conn.execute(
+        insert(changefeed).values(
+            partition_key=pk,
+            study_uid=p.study_uid,
+            series_uid=p.series_uid,
+            sop_instance_uid=p.sop_instance_uid,
+            action="create",
+            state="current",
+            timestamp=now,
+            instance_key=instance_key,
+        )
+    )
+    return InsertResult(instance_key), (study_key, series_key)
+
+
+def _refresh_counts(
+    conn: Connection, series_keys: Iterable[int], study_keys: Iterable[int]
+) -> None:
+    """Recount the computed attributes of the touched series and studies (NumberOf*, *InStudy)."""
+    for key in series_keys:
+        conn.execute(
+            update(series)
+            .where(series.c.series_key == key)
+            .values(
+                num_instances=select(func.count())
+                .where(instance.c.series_key == key)
+                .scalar_subquery()
+            )
+        )
+    for key in study_keys:
+        modalities = sorted(
+            m
+            for m in conn.execute(
+                select(series.c.modality).where(series.c.study_key == key).distinct()
+            ).scalars()
+            if m
+        )
+        sop_classes = sorted(
+            conn.execute(
+                select(instance.c.sop_class_uid).where(instance.c.study_key == key).distinct()
+            ).scalars()
+        )
+        conn.execute(
+            update(study)
+            .where(study.c.study_key == key)
+            .values(
+                num_series=select(func.count()).where(series.c.study_key == key).scalar_subquery(),
+                num_instances=select(func.count())
+                .where(instance.c.study_key == key)
+                .scalar_subquery(),
+                modalities="\\".join(modalities) or None,
+                sop_classes="\\".join(sop_classes) or None,
+            )
+        )
+
+
+def _scope(
+    pk: int, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> list[ColumnElement[bool]]:
+    where = [study.c.partition_key == pk, study.c.study_uid == study_uid]
+    if series_uid is not None:
+        where.append(series.c.series_uid == series_uid)
+    if sop_uid is not None:
+        where.append(instance.c.sop_instance_uid == sop_uid)
+    return where
+
+
+_JOINED = instance.join(series, series.c.series_key == instance.c.series_key).join(
+    study, study.c.study_key == instance.c.study_key
+)
+
+
+def find_instances(
+    conn: Connection,
+    pk: int,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> list[StoredInstance]:
+    rows = conn.execute(
+        select(
+            instance.c.instance_key,
+            study.c.study_uid,
+            series.c.series_uid,
+            instance.c.sop_instance_uid,
+            instance.c.sop_class_uid,
+            instance.c.transfer_syntax_uid,
+            instance.c.blob_id,
+            instance.c.size,
+            instance.c.number_of_frames,
+            instance.c.frames,
+        )
+        .select_from(_JOINED)
+        .where(*_scope(pk, study_uid, series_uid, sop_uid))
+        .order_by(series.c.series_key, instance.c.instance_number, instance.c.instance_key)
+    )
+    return [
+        StoredInstance(
+            instance_key=r.instance_key,
+            study_uid=r.study_uid,
+            series_uid=r.series_uid,
+            sop_instance_uid=r.sop_instance_uid,
+            sop_class_uid=r.sop_class_uid,
+            transfer_syntax_uid=r.transfer_syntax_uid,
+            blob_id=r.blob_id,
+            size=r.size,
+            number_of_frames=r.number_of_frames,
+            frames=orjson.loads(r.frames) if r.frames is not None else None,
+        )
+        for r in rows
+    ]
+
+
+def metadata_version(
+    conn: Connection, pk: int, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> tuple[int, int]:
+    """(newest instance key, instance count) in scope: changes whenever the scope's content does."""
+    row = conn.execute(
+        select(func.max(instance.c.instance_key), func.count())
+        .select_from(_JOINED)
+        .where(*_scope(pk, study_uid, series_uid, sop_uid))
+    ).one()
+    return int(row[0] or 0), int(row[1])
+
+
+def metadata_page(
+    conn: Connection,
+    pk: int,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    *,
+    after_key: int = 0,
+    limit: int = 500,
+) -> list[tuple[int, str, str, str, bytes]]:
+    """(instance key, study, series, SOP UID, stored JSON) in key order, after `after_key`."""
+    rows = conn.execute(
+        select(
+            instance.c.instance_key,
+            study.c.study_uid,
+            series.c.series_uid,
+            instance.c.sop_instance_uid,
+            instance_metadata.c.json,
+        )
+        .select_from(
+            _JOINED.join(
+                instance_metadata, instance_metadata.c.instance_key == instance.c.instance_key
+            )
+        )
+        .where(*_scope(pk, study_uid, series_uid, sop_uid), instance.c.instance_key > after_key)
+        .order_by(instance.c.instance_key)
+        .limit(limit)
+    )
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def referenced_blobs(conn: Connection, blob_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(blob_ids), 500):
+        chunk = blob_ids[start : start + 500]
+        found.update(
+            conn.execute(select(instance.c.blob_id).where(instance.c.blob_id.in_(chunk))).scalars()
+        )
+    return found
+
+
+def delete_instances(
+    conn: Connection,
+    pk: int,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    now: datetime,
+) -> list[DeletedInstance]:
+    """Remove the instances in scope, empty series and studies, and record the deletes in the feed."""
+    scope = (
+        select(instance.c.instance_key)
+        .select_from(_JOINED)
+        .where(*_scope(pk, study_uid, series_uid, sop_uid))
+    )
+    rows = conn.execute(
+        select(
+            instance.c.instance_key,
+            instance.c.series_key,
+            instance.c.study_key,
+            series.c.series_uid,
+            instance.c.sop_instance_uid,
+            instance.c.blob_id,
+        )
+        .select_from(_JOINED)
+        .where(*_scope(pk, study_uid, series_uid, sop_uid))
+        .order_by(instance.c.instance_key)
+    ).all()
+    if not rows:
+        return []
+    keys = scope
+    conn.execute(
+        update(changefeed)
+        .where(
+            changefeed.c.partition_key == pk,
+            changefeed.c.state != "deleted",
+            changefeed.c.instance_key.in_(keys),
+        )
+        .values(state="deleted")
+    )
+    conn.execute(
+        insert(changefeed).from_select(
+            [
+                "partition_key",
+                "study_uid",
+                "series_uid",
+                "sop_instance_uid",
+                "action",
+                "state",
+                "timestamp",
+                "instance_key",
+            ],
+            select(
+                literal(pk),
+                study.c.study_uid,
+                series.c.series_uid,
+                instance.c.sop_instance_uid,
+                literal("delete"),
+                literal("deleted"),
+                literal(now, changefeed.c.timestamp.type),
+                literal(None, changefeed.c.instance_key.type),
+            )
+            .select_from(_JOINED)
+            .where(*_scope(pk, study_uid, series_uid, sop_uid))
+            .order_by(instance.c.instance_key),
+        )
+    )
+    conn.execute(
+        insert(blob_deletion).from_select(
+            ["blob_id", "requested_at"],
+            select(instance.c.blob_id, literal(now, blob_deletion.c.requested_at.type)).where(
+                instance.c.instance_key.in_(keys)
+            ),
+        )
+    )
+    conn.execute(delete(instance_metadata).where(instance_metadata.c.instance_key.in_(keys)))
+    conn.execute(delete(instance).where(instance.c.instance_key.in_(keys)))
+
+    series_keys = {r.series_key for r in rows}
+    study_keys = {r.study_key for r in rows}
+    empty_series = set(
+        conn.execute(
+            select(series.c.series_key).where(
+                series.c.series_key.in_(series_keys),
+                ~select(instance.c.instance_key)
+                .where(instance.c.series_key == series.c.series_key)
+                .exists(),
+            )
+        ).scalars()
+    )
+    if empty_series:
+        conn.execute(delete(series).where(series.c.series_key.in_(empty_series)))
+    empty_studies = set(
+        conn.execute(
+            select(study.c.study_key).where(
+                study.c.study_key.in_(study_keys),
+                ~select(series.c.series_key)
+                .where(series.c.study_key == study.c.study_key)
+                .exists(),
+            )
+        ).scalars()
+    )
+    if empty_studies:
+        conn.execute(delete(study).where(study.c.study_key.in_(empty_studies)))
+    _refresh_counts(conn, series_keys - empty_series, study_keys - empty_studies)
+    return [DeletedInstance(study_uid, r.series_uid, r.sop_instance_uid, r.blob_id) for r in rows]
+
+
+def pending_blob_deletions(conn: Connection, limit: int = 1000) -> list[str]:
+    return list(
+        conn.execute(
+            select(blob_deletion.c.blob_id).order_by(blob_deletion.c.requested_at).limit(limit)
+        ).scalars()
+    )
+
+
+def forget_blob_deletions(conn: Connection, blob_ids: Sequence[str]) -> None:
+    if blob_ids:
+        conn.execute(delete(blob_deletion).where(blob_deletion.c.blob_id.in_(blob_ids)))

@@ -1,0 +1,193 @@
+"""SQLAlchemy Core tables of the archive index and its change feed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "UtcDateTime",
+    "blob_deletion",
+    "changefeed",
+    "instance",
+    "instance_metadata",
+    "metadata",
+    "partition",
+    "series",
+    "study",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out; SQLite keeps no zone, so it stores naive UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (its rowid); PostgreSQL gets BIGINT.
+Key = BigInteger().with_variant(Integer(), "sqlite")
+
+partition = Table(
+    "partition",
+    metadata,
+    Column("partition_key", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+# Study rows also hold the patient attributes QIDO matches at study level.
+# *_norm columns hold dicom.normalize output, *_words the fuzzy-match words.
+study = Table(
+    "study",
+    metadata,
+    Column("study_key", Key, primary_key=True, autoincrement=True),
+    Column("partition_key", ForeignKey("partition.partition_key"), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("patient_id", Text),
+    Column("patient_name_norm", Text),
+    Column("patient_name_words", Text),
+    Column("patient_birth_date", String(8)),
+    Column("patient_sex", Text),
+    Column("study_date", String(8)),
+    Column("study_time", String(13)),
+    Column("accession_number", Text),
+    Column("referring_physician_norm", Text),
+    Column("referring_physician_words", Text),
+    Column("study_id", Text),
+    Column("study_description", Text),
+    Column("num_series", Integer, nullable=False, server_default="0"),
+    Column("num_instances", Integer, nullable=False, server_default="0"),
+    Column("modalities", Text),
+    Column("sop_classes", Text),
+    Column("attributes", LargeBinary, nullable=False),
+    Column("index_version", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("partition_key", "study_uid"),
+    Index(None, "partition_key", "patient_id"),
+    Index(None, "partition_key", "patient_name_norm"),
+    Index(None, "partition_key", "study_date"),
+    Index(None, "partition_key", "accession_number"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("series_key", Key, primary_key=True, autoincrement=True),
+    Column("study_key", ForeignKey("study.study_key"), nullable=False),
+    Column("partition_key", ForeignKey("partition.partition_key"), nullable=False),
+    Column("series_uid", String(64), nullable=False),
+    Column("modality", Text),
+    Column("series_number", Integer),
+    Column("series_description", Text),
+    Column("body_part_examined", Text),
+    Column("manufacturer", Text),
+    Column("institution_name", Text),
+    Column("pps_start_date", String(8)),
+    Column("pps_start_time", String(13)),
+    Column("num_instances", Integer, nullable=False, server_default="0"),
+    Column("attributes", LargeBinary, nullable=False),
+    Column("index_version", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("partition_key", "series_uid"),
+    Index(None, "study_key", "modality"),
+    Index(None, "partition_key", "modality"),
+)
+
+instance = Table(
+    "instance",
+    metadata,
+    Column("instance_key", Key, primary_key=True, autoincrement=True),
+    Column("series_key", ForeignKey("series.series_key"), nullable=False),
+    Column("study_key", ForeignKey("study.study_key"), nullable=False),
+    Column("partition_key", ForeignKey("partition.partition_key"), nullable=False),
+    Column("sop_instance_uid", String(64), nullable=False),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("instance_number", Integer),
+    Column("transfer_syntax_uid", String(64), nullable=False),
+    Column("blob_id", String(32), nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("number_of_frames", Integer, nullable=False),
+    Column("frames", LargeBinary),
+    Column("attributes", LargeBinary, nullable=False),
+    Column("index_version", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("partition_key", "sop_instance_uid"),
+    Index(None, "series_key", "instance_number"),
+    Index(None, "study_key", "sop_class_uid"),
+)
+
+# The full DICOM JSON (bulk data as BulkDataURI placeholders), apart so instance scans stay narrow.
+instance_metadata = Table(
+    "instance_metadata",
+    metadata,
+    Column("instance_key", ForeignKey("instance.instance_key"), primary_key=True),
+    Column("json", LargeBinary, nullable=False),
+)
+
+# Blobs whose index rows are gone; removed after the commit, and on start if a crash intervened.
+blob_deletion = Table(
+    "blob_deletion",
+    metadata,
+    Column("blob_id", String(32), primary_key=True),
+    Column("requested_at", UtcDateTime(), nullable=False),
+)
+
+# Rows are never deleted: state changes to "deleted" and a delete row is appended.
+changefeed = Table(
+    "changefeed",
+    metadata,
+    Column("sequence", Key, primary_key=True, autoincrement=True),
+    Column("partition_key", ForeignKey("partition.partition_key"), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=False),
+    Column("sop_instance_uid", String(64), nullable=False),
+    Column("action", String(8), nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("timestamp", UtcDateTime(), nullable=False),
+    Column("instance_key", Key),
+    Index(None, "timestamp", "sequence"),
+    Index(None, "partition_key", "sop_instance_uid"),
+)
