@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     workers: int = Field(default=1, ge=1, le=64)
     insecure: bool = False
+    public_url: str | None = None
     log_level: str = "info"
     qido_default_limit: int = Field(default=100, ge=1)
     qido_max_limit: int = Field(default=1000, ge=1)

@@ -8,7 +8,9 @@ from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -17,7 +19,7 @@ from dicomhub.dicom.frames import FrameIndex, PixelDataError, PixelLayout, read_
 from dicomhub.dicom.json_model import BulkUri, dataset_to_json, tag_key
 from dicomhub.dicom.validate import Finding, Severity, check_identity
 
-__all__ = ["NotDicom", "ParsedInstance", "parse_part10"]
+__all__ = ["NotDicom", "ParsedInstance", "missing_part10_header", "parse_part10"]
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -221,3 +223,43 @@ def _split_levels(metadata: dict[str, Any]) -> dict[Level, dict[str, Any]]:
             for other in levels.values():
                 other[key] = value
     return levels
+
+
+def missing_part10_header(fp: BinaryIO) -> bytes | None:
+    """The preamble, prefix and (if absent) File Meta Information that would make `fp` Part 10.
+
+    Some clients send a bare data set (pydicom's dcmwrite of a built Dataset writes no preamble).
+    None when `fp` is already Part 10 or is not a DICOM data set at all.
+    """
+    fp.seek(0)
+    head = fp.read(132)
+    if len(head) == 132 and head[128:] == b"DICM":
+        return None
+    fp.seek(0)
+    try:
+        ds = dcmread(fp, force=True, stop_before_pixels=True)
+        sop_class = str(
+            ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", "")
+        )
+        sop_instance = str(
+            ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", "")
+        )
+    except Exception:  # noqa: BLE001 - not a data set in any encoding pydicom knows
+        return None
+    if not sop_class or not sop_instance:
+        return None
+    prefix = b"\0" * 128 + b"DICM"
+    if head[:2] == b"\x02\x00":  # the File Meta Information is there; only the prefix is missing
+        return prefix
+    implicit, little = ds.original_encoding
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = (
+        _IMPLICIT_LE if implicit else (_EXPLICIT_LE if little else _EXPLICIT_BE)
+    )
+    buf = DicomBytesIO()
+    buf.is_little_endian = True
+    buf.is_implicit_VR = False
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    return prefix + buf.getvalue()

@@ -32,9 +32,26 @@ def _prefix(request: Request) -> str:
     return f"/{first}" if first in ("dicom-web", "v1", "v2") else ""
 
 
+def _base(request: Request) -> str:
+    public: str | None = request.app.state.services.settings.public_url
+    if public:
+        return public.rstrip("/")
+    base = request.base_url
+    server = request.scope.get("server")
+    # Some clients (dicomweb-client among them) send a Host header without the port; URLs built
+    # from it would point at port 80. Without proxy headers, the port we listen on is the answer.
+    if (
+        base.port is None
+        and server
+        and "x-forwarded-host" not in request.headers
+        and server[1] not in (80, 443)
+    ):
+        base = base.replace(port=server[1])
+    return str(base).rstrip("/")
+
+
 def _urls(request: Request) -> Urls:
-    base = str(request.base_url).rstrip("/")
-    return Urls(base + _prefix(request))
+    return Urls(_base(request) + _prefix(request))
 
 
 def api_version(request: Request) -> int:

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import BinaryIO
 
 from dicomhub.context import RequestContext
-from dicomhub.dicom.read import NotDicom, ParsedInstance, parse_part10
+from dicomhub.dicom.read import NotDicom, ParsedInstance, missing_part10_header, parse_part10
 from dicomhub.errors import NotFound
 from dicomhub.services.urls import BULK_MARKER
 from dicomhub.storage.blobs.base import BlobStore, BlobWriter
@@ -43,6 +43,7 @@ class FailureCode:
     STUDY_MISMATCH = 43265  # 0xA901
     ALREADY_STORED = 45070
     BEING_CREATED = 45071
+    COERCED = 45056  # 0xB000, a warning: stored with a Part-10 header the sender left out
     DATASET_DOES_NOT_MATCH = 45063  # 0xB007, a warning: stored, with findings
 
 
@@ -80,6 +81,7 @@ class _Pending:
     writer: BlobWriter
     parsed: ParsedInstance
     warnings: str
+    coerced: bool = False
 
 
 def _bulk_placeholder(path: str) -> str:
@@ -142,7 +144,13 @@ class StoreBatch:
             writer.abort()
             return self._fail(None, FailureCode.PROCESSING_FAILURE, problem)
         writer.finish()
+        coerced = False
         try:
+            with writer.reader() as fh:
+                header = missing_part10_header(fh)
+            if header is not None:
+                writer = self._with_header(writer, header)
+                coerced = True
             with writer.reader() as fh:
                 parsed = parse_part10(fh, writer.size, _bulk_placeholder)
         except NotDicom as exc:
@@ -169,10 +177,25 @@ class StoreBatch:
                 parsed, FailureCode.ALREADY_STORED, "the same instance appears twice in the request"
             )
         self._seen.add(parsed.sop_instance_uid)
-        warnings = "; ".join(f.message for f in parsed.warnings)
-        self._pending.append(_Pending(writer, parsed, warnings))
+        messages = [f.message for f in parsed.warnings]
+        if coerced:
+            messages.insert(
+                0, "the part lacked the Part-10 preamble or File Meta Information; added"
+            )
+        self._pending.append(_Pending(writer, parsed, "; ".join(messages), coerced))
         self._outcomes.append(None)
         return None
+
+    def _with_header(self, writer: BlobWriter, header: bytes) -> BlobWriter:
+        """A new staged blob holding `header` followed by the received bytes, which stay unchanged."""
+        fixed = self.part()
+        with writer.reader() as fh:
+            fixed.write(header)
+            while chunk := fh.read(1024 * 1024):
+                fixed.write(chunk)
+        fixed.finish()
+        writer.abort()
+        return fixed
 
     def _fail(self, parsed: ParsedInstance | None, code: int, message: str) -> InstanceOutcome:
         outcome = InstanceOutcome(
