@@ -72,7 +72,7 @@ def test_every_sample_file_round_trips_byte_exact(live_server: LiveServer) -> No
 
 @pytest.mark.parametrize("path", [f for f in FILES if readable(f) and storable(f)][:1])
 def test_a_stored_sample_is_found_by_search(live_server: LiveServer, path: Path) -> None:
-    study, series, sop = _uids(path)
+    _, _, sop = _uids(path)
     with httpx.Client(base_url=live_server.url + "/dicom-web") as http:
         r = http.post(
             "/studies", content=path.read_bytes(), headers={"Content-Type": "application/dicom"}
