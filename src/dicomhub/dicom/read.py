@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicomhub.dicom.attributes import MATCHABLE, Level, level_of_tag
 from dicomhub.dicom.frames import FrameIndex, PixelDataError, PixelLayout, read_frame_index
@@ -253,9 +253,9 @@ def missing_part10_header(fp: BinaryIO) -> bytes | None:
         return prefix
     implicit, little = ds.original_encoding
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = (
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(
         _IMPLICIT_LE if implicit else (_EXPLICIT_LE if little else _EXPLICIT_BE)
     )
     buf = DicomBytesIO()
