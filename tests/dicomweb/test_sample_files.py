@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from io import BytesIO
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,23 @@ FILES = sample_files()
 
 
 def _uids(path: Path) -> tuple[str, str, str]:
-    ds = dcmread(path, stop_before_pixels=True)
+    ds = dcmread(path, stop_before_pixels=True, force=True)
     return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+
+
+def _bare_data_set(path: Path) -> bool:
+    """Not Part 10 (no preamble and DICM prefix) but a data set with its identifying UIDs."""
+    if readable(path):
+        return False
+    try:
+        ds = dcmread(path, stop_before_pixels=True, force=True)
+        uids = [
+            str(ds[k].value)
+            for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+        ]
+    except Exception:  # noqa: BLE001 - not a data set at all
+        return False
+    return all(u and set(u) <= set("0123456789.") for u in uids)
 
 
 def test_the_sample_set_is_there() -> None:
@@ -28,12 +44,16 @@ def test_the_sample_set_is_there() -> None:
 
 def test_every_sample_file_round_trips_byte_exact(live_server: LiveServer) -> None:
     by_sop: dict[str, list[Path]] = defaultdict(list)
+    bare: list[Path] = []
     refused: list[Path] = []
     for path in FILES:
         if storable(path):
             by_sop[_uids(path)[2]].append(path)
+        elif _bare_data_set(path):
+            bare.append(path)
         else:
             refused.append(path)
+    assert bare, "the sample set has data sets without a Part-10 header"
 
     with httpx.Client(base_url=live_server.url + "/dicom-web", timeout=60) as http:
         for sop, paths in by_sop.items():
@@ -57,6 +77,21 @@ def test_every_sample_file_round_trips_byte_exact(live_server: LiveServer) -> No
                 assert [p[1] for p in parts] == [data], path.name
                 assert http.get(f"{url}/metadata").status_code == 200, path.name
                 assert http.delete(url).status_code == 204
+
+        for path in bare:
+            # Stored with the preamble and File Meta Information added: warning 45056,
+            # and the data set bytes come back unchanged after that header.
+            data = path.read_bytes()
+            r = http.post("/studies", content=data, headers={"Content-Type": "application/dicom"})
+            assert r.status_code == 202, (path.name, r.status_code, r.text)
+            item = r.json()["00081199"]["Value"][0]
+            assert item["00081196"]["Value"] == [45056], path.name
+            study, series, sop = _uids(path)
+            url = f"/studies/{study}/series/{series}/instances/{sop}"
+            back = http.get(url, headers={"Accept": "application/dicom"}).content
+            assert back.endswith(data) and back[128:132] == b"DICM", path.name
+            assert dcmread(BytesIO(back)).SOPInstanceUID == sop
+            assert http.delete(url).status_code == 204
 
         for path in refused:
             r = http.post(

@@ -70,10 +70,12 @@ def normalize_tm(value: str) -> str | None:
 
 def tm_upper_bound(value: str) -> str | None:
     """The last instant a partial time covers: `10` is up to 10:59:59.999999 (range upper bound)."""
+    # Same validity rules as a single time: `25` or `1060` is no bound at all.
+    if normalize_tm(value) is None:
+        return None
     text = value.strip().replace(":", "")
     m = _TM.match(text)
-    if not m:
-        return None
+    assert m is not None  # normalize_tm accepted it
     hh, mm, ss, frac = m.groups()
     if frac is not None:
         return f"{hh}{mm or '59'}{ss or '59'}.{frac.ljust(6, '9')}"

@@ -31,7 +31,7 @@ class DeleteService:
         pk = self.store.partition_key(ctx.partition)
         now = ctx.now()
         deleted = self.db.write(
-            lambda conn: index.delete_instances(conn, pk, study, series, sop, now)
+            lambda conn: index.delete_instances(conn, self.db.backend, pk, study, series, sop, now)
         )
         if not deleted:
             what = sop or series or study

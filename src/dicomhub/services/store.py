@@ -91,11 +91,8 @@ def _bulk_placeholder(path: str) -> str:
 def _outcome(pending: _Pending, result: index.InsertResult) -> InstanceOutcome:
     p = pending.parsed
     if result.instance_key is not None and pending.warnings:
-        status, failure, warning = (
-            StoreStatus.STORED_WITH_WARNINGS,
-            None,
-            FailureCode.DATASET_DOES_NOT_MATCH,
-        )
+        status, failure = StoreStatus.STORED_WITH_WARNINGS, None
+        warning = FailureCode.COERCED if pending.coerced else FailureCode.DATASET_DOES_NOT_MATCH
         message = pending.warnings
     elif result.instance_key is not None:
         status, failure, warning, message = StoreStatus.STORED, None, None, ""

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -155,153 +156,223 @@ def existing(conn: Connection, pk: int, sop_uids: Sequence[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """Insert statements built once per backend: building Core statements per call costs more
+    than executing them (the compiled form is cached by SQLAlchemy either way)."""
+
+    precheck: Any
+    study_upsert: Any
+    series_upsert: Any
+    instance_insert: Any
+    metadata_insert: Any
+    changefeed_insert: Any
+    series_count: Any
+    study_counts: Any
+    study_modalities: Any
+    study_sop_classes: Any
+
+
+_STUDY_UPDATED = [
+    c
+    for c in study.c
+    if c.name
+    not in (
+        "study_key",
+        "partition_key",
+        "study_uid",
+        "num_series",
+        "num_instances",
+        "modalities",
+        "sop_classes",
+        "created_at",
+    )
+]
+_SERIES_UPDATED = [
+    c
+    for c in series.c
+    if c.name
+    not in ("series_key", "study_key", "partition_key", "series_uid", "num_instances", "created_at")
+]
+
+
+@cache
+def _statements(backend: str) -> _Statements:
+    pk: Any = bindparam("pk")
+    key: Any = bindparam("key")
+    study_ins = insert_for(backend, study)
+    series_ins = insert_for(backend, series)
+    instance_ins = insert_for(backend, instance)
+    return _Statements(
+        # Does the series belong to another study? Is the instance stored already?
+        precheck=select(
+            select(study.c.study_uid)
+            .join(series, series.c.study_key == study.c.study_key)
+            .where(series.c.partition_key == pk, series.c.series_uid == bindparam("series_uid"))
+            .scalar_subquery(),
+            select(instance.c.instance_key)
+            .where(instance.c.partition_key == pk, instance.c.sop_instance_uid == bindparam("sop"))
+            .scalar_subquery(),
+        ),
+        # "Latest instance wins" for study- and series-level attributes, as in the Azure service.
+        study_upsert=study_ins.on_conflict_do_update(
+            index_elements=[study.c.partition_key, study.c.study_uid],
+            set_={c.name: study_ins.excluded[c.name] for c in _STUDY_UPDATED},
+        ).returning(study.c.study_key),
+        series_upsert=series_ins.on_conflict_do_update(
+            index_elements=[series.c.partition_key, series.c.series_uid],
+            set_={c.name: series_ins.excluded[c.name] for c in _SERIES_UPDATED},
+            where=series.c.study_key == series_ins.excluded.study_key,
+        ).returning(series.c.series_key),
+        instance_insert=instance_ins.on_conflict_do_nothing(
+            index_elements=[instance.c.partition_key, instance.c.sop_instance_uid]
+        ).returning(instance.c.instance_key),
+        metadata_insert=insert(instance_metadata),
+        changefeed_insert=insert(changefeed),
+        series_count=update(series)
+        .where(series.c.series_key == key)
+        .values(
+            num_instances=select(func.count()).where(instance.c.series_key == key).scalar_subquery()
+        ),
+        study_counts=update(study)
+        .where(study.c.study_key == key)
+        .values(
+            num_series=select(func.count()).where(series.c.study_key == key).scalar_subquery(),
+            num_instances=select(func.count()).where(instance.c.study_key == key).scalar_subquery(),
+            modalities=bindparam("modalities"),
+            sop_classes=bindparam("sop_classes"),
+        ),
+        study_modalities=select(series.c.modality).where(series.c.study_key == key).distinct(),
+        study_sop_classes=select(instance.c.sop_class_uid)
+        .where(instance.c.study_key == key)
+        .distinct(),
+    )
+
+
 def insert_instances(
     conn: Connection, backend: str, pk: int, items: Sequence[NewInstance], now: datetime
 ) -> list[InsertResult]:
     """Insert each instance in its own savepoint; one failing leaves the others in the batch."""
+    sql = _statements(backend)
     results: list[InsertResult] = []
     touched_series: set[int] = set()
     touched_studies: set[int] = set()
     for item in items:
-        savepoint = conn.begin_nested()
-        try:
-            result, keys = _insert_one(conn, backend, pk, item, now)
-        except IntegrityError as exc:
-            savepoint.rollback()
+        p = item.parsed
+        owner, existing_key = conn.execute(
+            sql.precheck, {"pk": pk, "series_uid": p.series_uid, "sop": p.sop_instance_uid}
+        ).one()
+        if existing_key is not None:
+            results.append(InsertResult(None, duplicate=True))
+            continue
+        if owner is not None and owner != p.study_uid:
             results.append(
-                InsertResult(None, conflict=f"the index refused the instance: {exc.orig}")
+                InsertResult(None, conflict=f"series {p.series_uid} belongs to study {owner}")
             )
             continue
-        if result.instance_key is None:
+        savepoint = conn.begin_nested()
+        try:
+            result, keys = _insert_one(conn, sql, pk, item, now)
+        except IntegrityError as exc:
             savepoint.rollback()
+            results.append(InsertResult(None, conflict=f"the index refused it: {exc.orig}"))
+            continue
+        if result.instance_key is None:
+            savepoint.rollback()  # lost a race with a concurrent store of the same data
         else:
             savepoint.commit()
-            touched_series.add(keys[1])
             touched_studies.add(keys[0])
+            touched_series.add(keys[1])
         results.append(result)
-    _refresh_counts(conn, touched_series, touched_studies)
+    _refresh_counts(conn, backend, touched_series, touched_studies)
     return results
 
 
 def _insert_one(
-    conn: Connection, backend: str, pk: int, item: NewInstance, now: datetime
+    conn: Connection, sql: _Statements, pk: int, item: NewInstance, now: datetime
 ) -> tuple[InsertResult, tuple[int, int]]:
     p = item.parsed
-    owner = conn.execute(
-        select(study.c.study_uid)
-        .join(series, series.c.study_key == study.c.study_key)
-        .where(series.c.partition_key == pk, series.c.series_uid == p.series_uid)
-    ).scalar()
-    if owner is not None and owner != p.study_uid:
-        return InsertResult(
-            None, conflict=f"series {p.series_uid} already belongs to study {owner}"
-        ), (0, 0)
-
-    study_values = _study_values(p, now)
-    stmt = insert_for(backend, study).values(
-        partition_key=pk, study_uid=p.study_uid, created_at=now, **study_values
-    )
-    # "Latest instance wins" for study- and series-level attributes, as in the Azure service.
     study_key = conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[study.c.partition_key, study.c.study_uid], set_=study_values
-        ).returning(study.c.study_key)
+        sql.study_upsert,
+        {"partition_key": pk, "study_uid": p.study_uid, "created_at": now, **_study_values(p, now)},
     ).scalar_one()
-
-    series_values = _series_values(p, now)
-    stmt = insert_for(backend, series).values(
-        partition_key=pk,
-        study_key=study_key,
-        series_uid=p.series_uid,
-        created_at=now,
-        **series_values,
-    )
     series_key = conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[series.c.partition_key, series.c.series_uid], set_=series_values
-        ).returning(series.c.series_key)
-    ).scalar_one()
-
+        sql.series_upsert,
+        {
+            "partition_key": pk,
+            "study_key": study_key,
+            "series_uid": p.series_uid,
+            "created_at": now,
+            **_series_values(p, now),
+        },
+    ).scalar()
+    if series_key is None:
+        owner = f"series {p.series_uid} was just stored under another study"
+        return InsertResult(None, conflict=owner), (study_key, 0)
     frames = p.frames.to_json() if p.frames is not None else None
-    stmt = insert_for(backend, instance).values(
-        series_key=series_key,
-        study_key=study_key,
-        partition_key=pk,
-        sop_instance_uid=p.sop_instance_uid,
-        sop_class_uid=p.sop_class_uid,
-        instance_number=_int(p.index.get("InstanceNumber")),
-        transfer_syntax_uid=p.transfer_syntax,
-        blob_id=item.blob_id,
-        size=item.size,
-        number_of_frames=p.number_of_frames,
-        frames=orjson.dumps(frames) if frames is not None else None,
-        attributes=orjson.dumps(p.level_json[Level.INSTANCE]),
-        index_version=INDEX_VERSION,
-        created_at=now,
-    )
     instance_key = conn.execute(
-        stmt.on_conflict_do_nothing(
-            index_elements=[instance.c.partition_key, instance.c.sop_instance_uid]
-        ).returning(instance.c.instance_key)
+        sql.instance_insert,
+        {
+            "series_key": series_key,
+            "study_key": study_key,
+            "partition_key": pk,
+            "sop_instance_uid": p.sop_instance_uid,
+            "sop_class_uid": p.sop_class_uid,
+            "instance_number": _int(p.index.get("InstanceNumber")),
+            "transfer_syntax_uid": p.transfer_syntax,
+            "blob_id": item.blob_id,
+            "size": item.size,
+            "number_of_frames": p.number_of_frames,
+            "frames": orjson.dumps(frames) if frames is not None else None,
+            "attributes": orjson.dumps(p.level_json[Level.INSTANCE]),
+            "index_version": INDEX_VERSION,
+            "created_at": now,
+        },
     ).scalar()
     if instance_key is None:
         return InsertResult(None, duplicate=True), (study_key, series_key)
     conn.execute(
-        insert(instance_metadata).values(instance_key=instance_key, json=orjson.dumps(p.metadata))
+        sql.metadata_insert, {"instance_key": instance_key, "json": orjson.dumps(p.metadata)}
     )
     conn.execute(
-        insert(changefeed).values(
-            partition_key=pk,
-            study_uid=p.study_uid,
-            series_uid=p.series_uid,
-            sop_instance_uid=p.sop_instance_uid,
-            action="create",
-            state="current",
-            timestamp=now,
-            instance_key=instance_key,
-        )
+        sql.changefeed_insert,
+        {
+            "partition_key": pk,
+            "study_uid": p.study_uid,
+            "series_uid": p.series_uid,
+            "sop_instance_uid": p.sop_instance_uid,
+            "action": "create",
+            "state": "current",
+            "timestamp": now,
+            "instance_key": instance_key,
+        },
     )
     return InsertResult(instance_key), (study_key, series_key)
 
 
 def _refresh_counts(
-    conn: Connection, series_keys: Iterable[int], study_keys: Iterable[int]
+    conn: Connection, backend: str, series_keys: Iterable[int], study_keys: Iterable[int]
 ) -> None:
-    """Recount the computed attributes of the touched series and studies (NumberOf*, *InStudy)."""
+    """Recount the computed attributes of the touched series and studies (NumberOf*, *InStudy).
+
+    Counting (rather than incrementing) stays right under concurrency: the upserts above hold
+    the study and series rows locked until commit, so no other writer counts in between.
+    """
+    sql = _statements(backend)
     for key in series_keys:
-        conn.execute(
-            update(series)
-            .where(series.c.series_key == key)
-            .values(
-                num_instances=select(func.count())
-                .where(instance.c.series_key == key)
-                .scalar_subquery()
-            )
-        )
+        conn.execute(sql.series_count, {"key": key})
     for key in study_keys:
         modalities = sorted(
-            m
-            for m in conn.execute(
-                select(series.c.modality).where(series.c.study_key == key).distinct()
-            ).scalars()
-            if m
+            m for m in conn.execute(sql.study_modalities, {"key": key}).scalars() if m
         )
-        sop_classes = sorted(
-            conn.execute(
-                select(instance.c.sop_class_uid).where(instance.c.study_key == key).distinct()
-            ).scalars()
-        )
+        sop_classes = sorted(conn.execute(sql.study_sop_classes, {"key": key}).scalars())
         conn.execute(
-            update(study)
-            .where(study.c.study_key == key)
-            .values(
-                num_series=select(func.count()).where(series.c.study_key == key).scalar_subquery(),
-                num_instances=select(func.count())
-                .where(instance.c.study_key == key)
-                .scalar_subquery(),
-                modalities="\\".join(modalities) or None,
-                sop_classes="\\".join(sop_classes) or None,
-            )
+            sql.study_counts,
+            {
+                "key": key,
+                "modalities": "\\".join(modalities) or None,
+                "sop_classes": "\\".join(sop_classes) or None,
+            },
         )
 
 
@@ -417,6 +488,7 @@ def referenced_blobs(conn: Connection, blob_ids: Sequence[str]) -> set[str]:
 
 def delete_instances(
     conn: Connection,
+    backend: str,
     pk: int,
     study_uid: str,
     series_uid: str | None,
@@ -518,7 +590,7 @@ def delete_instances(
     )
     if empty_studies:
         conn.execute(delete(study).where(study.c.study_key.in_(empty_studies)))
-    _refresh_counts(conn, series_keys - empty_series, study_keys - empty_studies)
+    _refresh_counts(conn, backend, series_keys - empty_series, study_keys - empty_studies)
     return [DeletedInstance(study_uid, r.series_uid, r.sop_instance_uid, r.blob_id) for r in rows]
 
 
