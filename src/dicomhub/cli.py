@@ -82,6 +82,8 @@ def _logging(level: str) -> None:
     )
     # pydicom warns about odd input through `warnings`; the server reports those per instance.
     logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @app.command()
