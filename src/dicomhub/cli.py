@@ -124,7 +124,7 @@ def serve(
         console.print(f"[red]cannot start:[/red] {exc.message}")
         raise typer.Exit(1) from None
     db_url = settings.resolved_database_url
-    shown = db_url.split("@")[-1] if "@" in db_url else db_url
+    shown = _describe(db_url)
     log.info(
         "dicomhub %s listening on http://%s:%d (DICOMweb under /dicom-web, /v1, /v2); "
         "index %s; blobs in %s; %d worker(s)",
@@ -145,6 +145,13 @@ def serve(
         proxy_headers=True,
         timeout_keep_alive=30,
     )
+
+
+def _describe(database_url: str) -> str:
+    """The index URL for logs: the backend and where it is, never the password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(database_url).render_as_string(hide_password=True)
 
 
 def _version() -> str:
@@ -234,7 +241,7 @@ def migrate(
     )
     _logging("info")
     prepare_storage(settings)
-    console.print(f"index is up to date: {settings.resolved_database_url.split('@')[-1]}")
+    console.print(f"index is up to date: {_describe(settings.resolved_database_url)}")
 
 
 def main() -> None:

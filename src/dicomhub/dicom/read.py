@@ -68,6 +68,8 @@ def parse_part10(fp: BinaryIO, file_size: int, bulk_uri: BulkUri) -> ParsedInsta
     findings: list[Finding] = []
     transfer_syntax = _transfer_syntax(ds, findings)
     findings.extend(_truncation_findings(ds, file_size))
+    if fp.tell() >= file_size:
+        findings.extend(_cut_pixel_header(ds, fp, file_size))
 
     deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
     if deflated:
@@ -150,6 +152,24 @@ def _truncation_findings(ds: Dataset, file_size: int) -> list[Finding]:
             elif raw.value_tell + raw.length > file_size:
                 out.append(Finding(Severity.ERROR, "file is truncated"))
     return out
+
+
+def _cut_pixel_header(ds: Dataset, fp: BinaryIO, file_size: int) -> list[Finding]:
+    """pydicom drops an element header cut short by the end of the file without a word."""
+    tags = list(ds.keys())
+    raw = ds.get_item(tags[-1]) if tags else None
+    if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
+        return []
+    end = raw.value_tell + raw.length
+    if not 0 < file_size - end < 8:
+        return []
+    fp.seek(end)
+    group = fp.read(2)
+    fp.seek(file_size)
+    # Only the pixel data group is told apart: other trailing bytes may be a writer's padding.
+    if group in (b"\xe0\x7f", b"\x7f\xe0"):
+        return [Finding(Severity.ERROR, "file ends inside the pixel data element header")]
+    return []
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:

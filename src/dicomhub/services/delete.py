@@ -49,11 +49,17 @@ class DeleteService:
                 ids = index.pending_blob_deletions(conn)
             if not ids:
                 return removed
+            done = []
             for blob_id in ids:
                 try:
-                    self.blobs.delete(blob_id)
+                    if self.blobs.delete(blob_id):
+                        done.append(blob_id)
                 except OSError:
                     log.exception("could not remove blob %s; it stays queued", blob_id)
-                    return removed
-            self.db.write(partial(index.forget_blob_deletions, blob_ids=ids))
-            removed += len(ids)
+                    break
+            # A blob still staged by a store stays queued: it is removed once promoted.
+            if done:
+                self.db.write(partial(index.forget_blob_deletions, blob_ids=done))
+            removed += len(done)
+            if len(done) < len(ids):
+                return removed

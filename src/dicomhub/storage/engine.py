@@ -113,7 +113,9 @@ class Database:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
-        with self.engine.connect() as conn:
+        # On SQLite the write lock is taken up front (BEGIN IMMEDIATE): with a deferred BEGIN a
+        # second process that read the empty schema fails with "database is locked" on its write.
+        with self.engine.connect().execution_options(**{_WRITE: self.is_sqlite}) as conn:
             if not self.is_sqlite:
                 # Two processes starting together must not both create the tables.
                 conn.execute(text("SELECT pg_advisory_lock(724011)"))

@@ -42,7 +42,8 @@ class BlobStore(Protocol):
 
     def open(self, blob_id: str) -> BinaryIO: ...
 
-    def delete(self, blob_id: str) -> None: ...
+    def delete(self, blob_id: str) -> bool:
+        """Remove a blob; False (ask again later) while it is staged and not yet promoted."""
 
     def exists(self, blob_id: str) -> bool: ...
 

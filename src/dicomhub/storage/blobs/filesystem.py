@@ -6,6 +6,7 @@ import errno
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -14,6 +15,19 @@ from dicomhub.errors import NotFound, StorageFull
 from dicomhub.storage.blobs.base import new_blob_id
 
 __all__ = ["FilesystemBlobStore"]
+
+
+_STARTING = ".starting-"
+
+
+def _starting(session: Path) -> bool:
+    """A folder still being set up; left alone unless its process died long ago."""
+    if not session.name.startswith(_STARTING):
+        return False
+    try:
+        return time.time() - session.stat().st_mtime < 3600
+    except FileNotFoundError:
+        return True
 
 
 def _raise_storage(exc: OSError) -> None:
@@ -73,18 +87,26 @@ class FilesystemBlobStore:
         self._staging_root = root / "staging"
         self._objects.mkdir(parents=True, exist_ok=True)
         self._staging_root.mkdir(parents=True, exist_ok=True)
-        self._staging = self._staging_root / new_blob_id()[:12]
-        self._staging.mkdir()
-        self._lock = open(self._staging / ".lock", "w")  # noqa: SIM115 - held for the process lifetime
+        # The folder gets its visible name only once locked: a recovery running in another
+        # process would otherwise take it for a dead process's folder and remove it.
+        session = new_blob_id()[:12]
+        starting = self._staging_root / f"{_STARTING}{session}"
+        starting.mkdir()
+        self._lock = open(starting / ".lock", "w")  # noqa: SIM115 - held for the process lifetime
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._staging = self._staging_root / session
+        starting.rename(self._staging)
 
     def close(self) -> None:
         """Release this process's staging folder (empty once every request finished)."""
         if self._lock.closed:
             return
-        self._lock.close()
-        if not any(p.name != ".lock" for p in self._staging.iterdir()):
-            shutil.rmtree(self._staging, ignore_errors=True)
+        try:
+            # Removed before the lock goes, so that no recovery is working on it meanwhile.
+            if not any(p.name != ".lock" for p in self._staging.iterdir()):
+                shutil.rmtree(self._staging, ignore_errors=True)
+        finally:
+            self._lock.close()
 
     def staged_path(self, blob_id: str) -> Path:
         return self._staging / blob_id
@@ -117,8 +139,13 @@ class FilesystemBlobStore:
                     continue
             raise NotFound(f"blob {blob_id} is missing from the data folder") from None
 
-    def delete(self, blob_id: str) -> None:
+    def delete(self, blob_id: str) -> bool:
+        # Staging first: promote() renames atomically, so a blob not staged now is in objects/.
+        for session in self._staging_root.iterdir():
+            if (session / blob_id).exists():
+                return False  # committed but not yet promoted; promote() would bring it back
         self.path(blob_id).unlink(missing_ok=True)
+        return True
 
     def exists(self, blob_id: str) -> bool:
         return self.path(blob_id).exists()
@@ -127,18 +154,21 @@ class FilesystemBlobStore:
         """Finish what dead processes left staged: promote blobs the index names, delete the rest."""
         promoted = deleted = 0
         for session in self._staging_root.iterdir():
-            if session == self._staging or not session.is_dir():
+            if session == self._staging or not session.is_dir() or _starting(session):
                 continue
             try:
                 lock = open(session / ".lock", "a")  # noqa: SIM115
             except OSError:
-                continue
+                continue  # gone: another process recovered it
             with lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    continue  # its process is alive
-                ids = [p.name for p in session.iterdir() if p.name != ".lock"]
+                    continue  # its process is alive, or another recovery is at work on it
+                try:
+                    ids = [p.name for p in session.iterdir() if p.name != ".lock"]
+                except FileNotFoundError:
+                    continue  # another recovery finished it before we got the lock
                 keep = set(referenced(ids)) if ids else set()
                 for blob_id in ids:
                     if blob_id in keep:
@@ -149,5 +179,6 @@ class FilesystemBlobStore:
                     else:
                         (session / blob_id).unlink(missing_ok=True)
                         deleted += 1
-            shutil.rmtree(session, ignore_errors=True)
+                # Removed while locked: no other recovery can start on it meanwhile.
+                shutil.rmtree(session, ignore_errors=True)
         return promoted, deleted
