@@ -213,6 +213,8 @@ class StoreBatch:
     def commit(self) -> StoreOutcome:
         """Index every accepted part in one transaction, then make their blobs permanent."""
         try:
+            if self._pending:
+                self._service.blobs.sync()
             results = self._service.index_batch(self._ctx, self._pending) if self._pending else []
         except BaseException:
             self.abort()

@@ -37,6 +37,9 @@ class BlobStore(Protocol):
 
     def stage(self) -> BlobWriter: ...
 
+    def sync(self) -> None:
+        """Make the names of staged blobs durable; once per batch, before the index commit."""
+
     def promote(self, blob_id: str) -> None:
         """Make a staged blob permanent; called after the index commit that references it."""
 

@@ -121,6 +121,16 @@ class FilesystemBlobStore:
             _raise_storage(exc)
             raise
 
+    def sync(self) -> None:
+        # fsync(file) makes the bytes durable, not the directory entry (fsync(2)): without
+        # this a power loss could drop a blob the index already names. Renames into objects/
+        # need no such care: a lost rename leaves the blob staged, and recovery promotes it.
+        fd = os.open(self._staging, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def promote(self, blob_id: str) -> None:
         target = self.path(blob_id)
         target.parent.mkdir(parents=True, exist_ok=True)
