@@ -78,10 +78,10 @@ class RetrieveService:
     ) -> Metadata:
         pk = self.store.partition_key(ctx.partition)
         with self.db.read() as conn:
-            newest, count = index.metadata_version(conn, pk, study, series, sop)
+            newest, count, stored_at = index.metadata_version(conn, pk, study, series, sop)
         if count == 0:
             raise NotFound(f"{_scope_name(study, series, sop)} is not stored")
-        etag = f'"{newest}-{count}"'
+        etag = f'"{newest}-{count}-{stored_at:x}"'
         return Metadata(etag, self._metadata_chunks(pk, urls, study, series, sop))
 
     def _metadata_chunks(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import BinaryIO
 
-from anyio import to_thread
+from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -49,7 +49,10 @@ async def _read_blob(
                 remaining -= len(chunk)
                 yield chunk
     finally:
-        await to_thread.run_sync(fh.close)
+        # Shielded: when the client goes away the stream is cancelled, and an unshielded await
+        # here would raise again and leave the file open.
+        with CancelScope(shield=True):
+            await to_thread.run_sync(fh.close)
 
 
 def _dicom_part_type(stored: StoredInstance) -> str:

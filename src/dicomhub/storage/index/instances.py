@@ -435,14 +435,19 @@ def find_instances(
 
 def metadata_version(
     conn: Connection, pk: int, study_uid: str, series_uid: str | None, sop_uid: str | None
-) -> tuple[int, int]:
-    """(newest instance key, instance count) in scope: changes whenever the scope's content does."""
+) -> tuple[int, int, int]:
+    """(newest instance key, instance count, newest store time in microseconds) in scope.
+
+    Together they change whenever the scope's content does. The key and count alone do not:
+    SQLite hands the key of a deleted newest row to the next insert.
+    """
     row = conn.execute(
-        select(func.max(instance.c.instance_key), func.count())
+        select(func.max(instance.c.instance_key), func.count(), func.max(instance.c.created_at))
         .select_from(_JOINED)
         .where(*_scope(pk, study_uid, series_uid, sop_uid))
     ).one()
-    return int(row[0] or 0), int(row[1])
+    stamp = round(row[2].timestamp() * 1_000_000) if row[2] is not None else 0
+    return int(row[0] or 0), int(row[1]), stamp
 
 
 def metadata_page(
