@@ -66,6 +66,8 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (its rowid); PostgreSQL gets BIGINT.
+# Tables keyed this way also set sqlite_autoincrement, so that SQLite never hands the key of a
+# deleted row to a new one (keys appear in ETags and in change-feed rows).
 Key = BigInteger().with_variant(Integer(), "sqlite")
 
 partition = Table(
@@ -109,6 +111,7 @@ study = Table(
     Index(None, "partition_key", "patient_name_norm"),
     Index(None, "partition_key", "study_date"),
     Index(None, "partition_key", "accession_number"),
+    sqlite_autoincrement=True,
 )
 
 series = Table(
@@ -134,6 +137,7 @@ series = Table(
     UniqueConstraint("partition_key", "series_uid"),
     Index(None, "study_key", "modality"),
     Index(None, "partition_key", "modality"),
+    sqlite_autoincrement=True,
 )
 
 instance = Table(
@@ -157,6 +161,7 @@ instance = Table(
     UniqueConstraint("partition_key", "sop_instance_uid"),
     Index(None, "series_key", "instance_number"),
     Index(None, "study_key", "sop_class_uid"),
+    sqlite_autoincrement=True,
 )
 
 # The full DICOM JSON (bulk data as BulkDataURI placeholders), apart so instance scans stay narrow.
@@ -190,4 +195,5 @@ changefeed = Table(
     Column("instance_key", Key),
     Index(None, "timestamp", "sequence"),
     Index(None, "partition_key", "sop_instance_uid"),
+    sqlite_autoincrement=True,
 )

@@ -58,6 +58,7 @@ def upgrade() -> None:
             name=op.f("fk_changefeed_partition_key_partition"),
         ),
         sa.PrimaryKeyConstraint("sequence", name=op.f("pk_changefeed")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("changefeed", schema=None) as batch_op:
         batch_op.create_index(
@@ -108,6 +109,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "partition_key", "study_uid", name=op.f("uq_study_partition_key_study_uid")
         ),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("study", schema=None) as batch_op:
         batch_op.create_index(
@@ -169,6 +171,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "partition_key", "series_uid", name=op.f("uq_series_partition_key_series_uid")
         ),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("series", schema=None) as batch_op:
         batch_op.create_index(
@@ -224,6 +227,7 @@ def upgrade() -> None:
             "sop_instance_uid",
             name=op.f("uq_instance_partition_key_sop_instance_uid"),
         ),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("instance", schema=None) as batch_op:
         batch_op.create_index(
