@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["FrameIndex", "PixelDataError", "PixelLayout", "read_frame_index"]
+__all__ = ["FrameIndex", "PixelDataError", "PixelLayout", "read_frame_index", "trailing_problem"]
 
 PIXEL_DATA_TAGS = {
     0x7FE00010: "PixelData",
@@ -120,6 +120,7 @@ def read_frame_index(fp: BinaryIO, file_size: int, layout: PixelLayout) -> Frame
                 f"{file_size - value_offset} present"
             )
         frames, problem = _native_frames(value_offset, length, layout)
+        fp.seek(value_offset + length)
         return FrameIndex(tag, vr, value_offset, length, False, frames, problem)
     fragments, bot = _read_fragments(fp, file_size, endian)
     frames, problem = _group_fragments(fp, fragments, bot, layout)
@@ -255,3 +256,36 @@ def _frame_starts_by_marker(
     if not starts or starts[0] != 0:
         return None
     return starts
+
+
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"UC", b"UR", b"SQ"}
+
+
+def trailing_problem(fp: BinaryIO, file_size: int, layout: PixelLayout) -> str | None:
+    """Check the elements after the pixel data (padding, signatures) for a cut-off end.
+
+    Walks element headers from the stream's position; stops, content, at an undefined length.
+    """
+    endian = "<" if layout.little_endian else ">"
+    while (pos := fp.tell()) < file_size:
+        header = fp.read(8)
+        if len(header) < 8:
+            return f"the file ends inside an element header after the pixel data (byte {pos})"
+        vr = header[4:6]
+        if layout.implicit_vr or not (b"AA" <= vr <= b"ZZ"):
+            (length,) = struct.unpack(f"{endian}L", header[4:8])
+        elif vr in _LONG_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                return f"the file ends inside an element header after the pixel data (byte {pos})"
+            (length,) = struct.unpack(f"{endian}L", extra)
+        else:
+            (length,) = struct.unpack(f"{endian}H", header[6:8])
+        if length == _UNDEFINED:
+            return None
+        end = fp.tell() + length
+        if end > file_size:
+            group, elem = struct.unpack(f"{endian}HH", header[:4])
+            return f"the file ends inside ({group:04X},{elem:04X}) after the pixel data"
+        fp.seek(end)
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 
 from dicomhub.dicom.attributes import MATCHABLE, Level, QueryAttribute, attribute_for, resolve_tag
 from dicomhub.dicom.normalize import (
@@ -32,6 +33,10 @@ __all__ = [
 
 # offset is an SQL OFFSET: keep it inside a signed 32-bit range so no engine overflows.
 MAX_OFFSET = 2**31 - 1
+# IS values (PS3.5 6.2) are signed 32-bit; a larger number would overflow the SQL column.
+IS_MIN, IS_MAX = -(2**31), 2**31 - 1
+# int() alone also takes "1_0" and non-ASCII digits, which no client means as a number.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 _WILDCARDS = re.compile(r"[*?]")
 
 
@@ -177,10 +182,9 @@ def parse_query(
 
 
 def _int_param(name: str, value: str, low: int, high: int | None) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise QueryError(f"{name} must be an integer, not '{value}'") from None
+    if not _INTEGER.fullmatch(value.strip()):
+        raise QueryError(f"{name} must be an integer, not '{value}'")
+    number = int(value.strip())
     if number < low or (high is not None and number > high):
         bound = f" and at most {high}" if high is not None else ""
         raise QueryError(f"{name} must be at least {low}{bound}, not {number}")
@@ -210,6 +214,8 @@ def _match(attribute: QueryAttribute, raw: str, fuzzy: bool) -> Match:
     name = attribute.keyword
     if vr == "UI":
         uids = [u for u in _values(value, ",\\") if u]
+        if not uids:  # "," would otherwise be an empty list that silently matches nothing
+            raise QueryError(f"{name}: '{value}' holds no UID")
         for uid in uids:
             problem = uid_problem(uid)
             if problem:
@@ -220,12 +226,12 @@ def _match(attribute: QueryAttribute, raw: str, fuzzy: bool) -> Match:
     if vr == "IS":
         numbers = []
         for part in _values(value, ",\\"):
-            try:
-                numbers.append(int(part))
-            except ValueError:
+            if not _INTEGER.fullmatch(part) or not IS_MIN <= int(part) <= IS_MAX:
                 raise QueryError(
-                    f"{name} must be an integer (or a list of them), not '{value}'"
-                ) from None
+                    f"{name} must be an integer (or a list of them) from {IS_MIN} to {IS_MAX}, "
+                    f"not '{value}'"
+                )
+            numbers.append(int(part))
         return Exact(numbers[0]) if len(numbers) == 1 else AnyOf(tuple(numbers))
     if vr == "PN":
         if fuzzy:
@@ -250,9 +256,21 @@ def _text_match(name: str, value: str, norm: Callable[[str], str], separators: s
     return Exact(norm(single))
 
 
+def _calendar_date(value: str) -> str | None:
+    """normalize_da, limited to real days: `20241301` is a typing error, not a date to search for."""
+    text = normalize_da(value)
+    if text is None:
+        return None
+    try:
+        date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+    return text
+
+
 def _date_or_time(name: str, vr: str, value: str) -> Match:
-    low_norm = normalize_da if vr == "DA" else normalize_tm
-    high_norm = normalize_da if vr == "DA" else tm_upper_bound
+    low_norm = _calendar_date if vr == "DA" else normalize_tm
+    high_norm = _calendar_date if vr == "DA" else tm_upper_bound
     kind = "date (YYYYMMDD)" if vr == "DA" else "time (HHMMSS.FFFFFF)"
     if "-" not in value:
         exact = low_norm(value)

@@ -15,7 +15,13 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicomhub.dicom.attributes import MATCHABLE, Level, level_of_tag
-from dicomhub.dicom.frames import FrameIndex, PixelDataError, PixelLayout, read_frame_index
+from dicomhub.dicom.frames import (
+    FrameIndex,
+    PixelDataError,
+    PixelLayout,
+    read_frame_index,
+    trailing_problem,
+)
 from dicomhub.dicom.json_model import BulkUri, dataset_to_json, tag_key
 from dicomhub.dicom.validate import Finding, Severity, check_identity
 
@@ -86,11 +92,15 @@ def parse_part10(fp: BinaryIO, file_size: int, bulk_uri: BulkUri) -> ParsedInsta
     frames: FrameIndex | None = None
     number_of_frames = _int(ds, "NumberOfFrames", 1) or 1
     if not deflated and fp.tell() < file_size:
+        layout = _layout(ds, transfer_syntax, number_of_frames)
         try:
-            frames = read_frame_index(fp, file_size, _layout(ds, transfer_syntax, number_of_frames))
+            frames = read_frame_index(fp, file_size, layout)
         except PixelDataError as exc:
             findings.append(Finding(Severity.ERROR, str(exc), "PixelData"))
         else:
+            trailing = trailing_problem(fp, file_size, layout)
+            if trailing:
+                findings.append(Finding(Severity.ERROR, f"file is truncated: {trailing}"))
             if frames.problem:
                 findings.append(
                     Finding(Severity.WARNING, f"frames not indexed: {frames.problem}", "PixelData")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from anyio import to_thread
+from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -139,7 +139,9 @@ async def _store(
         log.info("STOW client went away after %d bytes; nothing stored", received)
         return Response(status_code=400)
     except BaseException:
-        await to_thread.run_sync(batch.abort)
+        # Shielded: a cancelled request (server shutting down) must still drop its staged bytes.
+        with CancelScope(shield=True):
+            await to_thread.run_sync(batch.abort)
         raise
     return _response(outcome, urls, study)
 
