@@ -123,7 +123,9 @@ def read_frame_index(fp: BinaryIO, file_size: int, layout: PixelLayout) -> Frame
         fp.seek(value_offset + length)
         return FrameIndex(tag, vr, value_offset, length, False, frames, problem)
     fragments, bot = _read_fragments(fp, file_size, endian)
+    end = fp.tell()
     frames, problem = _group_fragments(fp, fragments, bot, layout)
+    fp.seek(end)  # leave the stream after the element, as for native pixel data
     return FrameIndex(tag, vr if vr != "OW" else "OB", value_offset, None, True, frames, problem)
 
 
