@@ -31,6 +31,7 @@ class Services:
     changefeed: ChangeFeedService
 
     def close(self) -> None:
+        self.store.close()
         self.blobs.close()
         self.db.dispose()
 

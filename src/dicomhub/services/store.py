@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import BinaryIO
@@ -81,6 +82,7 @@ class _Pending:
     writer: BlobWriter
     parsed: ParsedInstance
     warnings: str
+    durable: Future[None]
     coerced: bool = False
 
 
@@ -140,47 +142,52 @@ class StoreBatch:
         if problem is not None:
             writer.abort()
             return self._fail(None, FailureCode.PROCESSING_FAILURE, problem)
-        writer.finish()
+        writer.close()
         coerced = False
+        durable: Future[None] | None = None
         try:
             with writer.reader() as fh:
                 header = missing_part10_header(fh)
             if header is not None:
                 writer = self._with_header(writer, header)
                 coerced = True
+            # The fsyncs (milliseconds, seconds on a slow disk) run while the part is parsed.
+            durable = self._service.make_durable(writer)
             with writer.reader() as fh:
                 parsed = parse_part10(fh, writer.size, _bulk_placeholder)
+            refusal = self._refusal(parsed)
         except NotDicom as exc:
-            writer.abort()
-            return self._fail(None, FailureCode.VALIDATION_FAILURE, str(exc))
+            parsed, refusal = None, (FailureCode.VALIDATION_FAILURE, str(exc))
         except Exception as exc:
             log.exception("unexpected error while parsing a stored part")
+            parsed, refusal = None, (FailureCode.PROCESSING_FAILURE, f"could not process: {exc}")
+        if refusal is not None or parsed is None:
+            if durable is not None:
+                wait([durable])  # an fsync still running must not race the unlink
             writer.abort()
-            return self._fail(None, FailureCode.PROCESSING_FAILURE, f"could not process: {exc}")
-        if parsed.errors:
-            writer.abort()
-            message = "; ".join(f.message for f in parsed.errors)
-            return self._fail(parsed, FailureCode.VALIDATION_FAILURE, message)
-        if self._study_uid is not None and parsed.study_uid != self._study_uid:
-            writer.abort()
-            return self._fail(
-                parsed,
-                FailureCode.STUDY_MISMATCH,
-                f"StudyInstanceUID {parsed.study_uid} differs from {self._study_uid} in the URL",
-            )
-        if parsed.sop_instance_uid in self._seen:
-            writer.abort()
-            return self._fail(
-                parsed, FailureCode.ALREADY_STORED, "the same instance appears twice in the request"
-            )
+            code, message = refusal or (FailureCode.PROCESSING_FAILURE, "could not process")
+            return self._fail(parsed, code, message)
+        assert durable is not None
         self._seen.add(parsed.sop_instance_uid)
         messages = [f.message for f in parsed.warnings]
         if coerced:
             messages.insert(
                 0, "the part lacked the Part-10 preamble or File Meta Information; added"
             )
-        self._pending.append(_Pending(writer, parsed, "; ".join(messages), coerced))
+        self._pending.append(_Pending(writer, parsed, "; ".join(messages), durable, coerced))
         self._outcomes.append(None)
+        return None
+
+    def _refusal(self, parsed: ParsedInstance) -> tuple[int, str] | None:
+        if parsed.errors:
+            return FailureCode.VALIDATION_FAILURE, "; ".join(f.message for f in parsed.errors)
+        if self._study_uid is not None and parsed.study_uid != self._study_uid:
+            return (
+                FailureCode.STUDY_MISMATCH,
+                f"StudyInstanceUID {parsed.study_uid} differs from {self._study_uid} in the URL",
+            )
+        if parsed.sop_instance_uid in self._seen:
+            return FailureCode.ALREADY_STORED, "the same instance appears twice in the request"
         return None
 
     def _with_header(self, writer: BlobWriter, header: bytes) -> BlobWriter:
@@ -190,7 +197,7 @@ class StoreBatch:
             fixed.write(header)
             while chunk := fh.read(1024 * 1024):
                 fixed.write(chunk)
-        fixed.finish()
+        fixed.close()
         writer.abort()
         return fixed
 
@@ -213,8 +220,8 @@ class StoreBatch:
     def commit(self) -> StoreOutcome:
         """Index every accepted part in one transaction, then make their blobs permanent."""
         try:
-            if self._pending:
-                self._service.blobs.sync()
+            for pending in self._pending:
+                pending.durable.result()  # fsync done in the background while parsing
             results = self._service.index_batch(self._ctx, self._pending) if self._pending else []
         except BaseException:
             self.abort()
@@ -240,6 +247,8 @@ class StoreBatch:
 
     def abort(self) -> None:
         """Drop everything staged by this request (client gone, body malformed, server stopping)."""
+        for pending in self._pending:
+            wait([pending.durable])  # an fsync still running must not race the unlink
         for writer in self._writers:
             writer.abort()
         self._writers.clear()
@@ -252,6 +261,22 @@ class StoreService:
     blobs: BlobStore
     _partitions: dict[str, int] = field(default_factory=dict)
     _listeners: list[Callable[[], None]] = field(default_factory=list)
+    syncer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
+    )
+
+    def close(self) -> None:
+        self.syncer.shutdown(wait=True)
+
+    def make_durable(self, writer: BlobWriter) -> Future[None]:
+        """fsync the bytes and the name in parallel: the file system may share one journal commit."""
+        name = self.syncer.submit(writer.sync_name)
+
+        def both() -> None:
+            writer.sync()
+            name.result()
+
+        return self.syncer.submit(both)
 
     def begin(self, ctx: RequestContext, *, study_uid: str | None = None) -> StoreBatch:
         return StoreBatch(self, ctx, study_uid)

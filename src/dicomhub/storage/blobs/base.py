@@ -22,8 +22,17 @@ class BlobWriter(Protocol):
 
     def write(self, data: bytes | memoryview) -> None: ...
 
+    def close(self) -> None:
+        """End writing: the bytes can be read back, but are not yet durable."""
+
+    def sync(self) -> None:
+        """Make the staged bytes durable (fsync); any thread, after close()."""
+
+    def sync_name(self) -> None:
+        """Make the staged blob's name durable; any thread, may run alongside sync()."""
+
     def finish(self) -> None:
-        """Make the staged bytes durable (fsync); call once after the last write."""
+        """close(), sync() and sync_name()."""
 
     def reader(self) -> BinaryIO:
         """Read the staged bytes back (for parsing before the index commit)."""
@@ -36,9 +45,6 @@ class BlobStore(Protocol):
     """Staging protects the index: bytes are durable before the index commits, visible after."""
 
     def stage(self) -> BlobWriter: ...
-
-    def sync(self) -> None:
-        """Make the names of staged blobs durable; once per batch, before the index commit."""
 
     def promote(self, blob_id: str) -> None:
         """Make a staged blob permanent; called after the index commit that references it."""

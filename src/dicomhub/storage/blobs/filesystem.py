@@ -35,15 +35,27 @@ def _raise_storage(exc: OSError) -> None:
         raise StorageFull("the data folder's disk is full") from exc
 
 
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        _raise_storage(exc)
+        raise
+
+
 class _FileWriter:
     def __init__(self, store: FilesystemBlobStore) -> None:
         self.blob_id = new_blob_id()
         self.size = 0
         self._path = store.staged_path(self.blob_id)
-        self._fh: BinaryIO | None = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
+        self._fh: BinaryIO | None = open(self._path, "wb")  # noqa: SIM115 - closed in close/abort
 
     def write(self, data: bytes | memoryview) -> None:
-        assert self._fh is not None, "write after finish"
+        assert self._fh is not None, "write after close"
         try:
             self._fh.write(data)
         except OSError as exc:
@@ -51,18 +63,30 @@ class _FileWriter:
             raise
         self.size += len(data)
 
-    def finish(self) -> None:
+    def close(self) -> None:
         if self._fh is None:
             return
         try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            self._fh.close()
         except OSError as exc:
             _raise_storage(exc)
             raise
         finally:
-            self._fh.close()
             self._fh = None
+
+    def sync(self) -> None:
+        _fsync(self._path)
+
+    def sync_name(self) -> None:
+        # fsync of a file makes its bytes durable, not its directory entry (fsync(2)): without
+        # this a power loss could drop a blob the index already names. Renames into objects/
+        # need no such care: a lost rename leaves the blob staged, and recovery promotes it.
+        _fsync(self._path.parent)
+
+    def finish(self) -> None:
+        self.close()
+        self.sync()
+        self.sync_name()
 
     def reader(self) -> BinaryIO:
         return open(self._path, "rb")
@@ -120,16 +144,6 @@ class FilesystemBlobStore:
         except OSError as exc:
             _raise_storage(exc)
             raise
-
-    def sync(self) -> None:
-        # fsync(file) makes the bytes durable, not the directory entry (fsync(2)): without
-        # this a power loss could drop a blob the index already names. Renames into objects/
-        # need no such care: a lost rename leaves the blob staged, and recovery promotes it.
-        fd = os.open(self._staging, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def promote(self, blob_id: str) -> None:
         target = self.path(blob_id)

@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from dicomhub.dicom.attributes import Level
@@ -171,6 +170,7 @@ class _Statements:
     study_counts: Any
     study_modalities: Any
     study_sop_classes: Any
+    drop_empty_study: Any
 
 
 _STUDY_UPDATED = [
@@ -218,7 +218,7 @@ def _statements(backend: str) -> _Statements:
         study_upsert=study_ins.on_conflict_do_update(
             index_elements=[study.c.partition_key, study.c.study_uid],
             set_={c.name: study_ins.excluded[c.name] for c in _STUDY_UPDATED},
-        ).returning(study.c.study_key),
+        ).returning(study.c.study_key, study.c.modalities, study.c.sop_classes),
         series_upsert=series_ins.on_conflict_do_update(
             index_elements=[series.c.partition_key, series.c.series_uid],
             set_={c.name: series_ins.excluded[c.name] for c in _SERIES_UPDATED},
@@ -246,17 +246,33 @@ def _statements(backend: str) -> _Statements:
         study_sop_classes=select(instance.c.sop_class_uid)
         .where(instance.c.study_key == key)
         .distinct(),
+        drop_empty_study=delete(study).where(
+            study.c.study_key == key,
+            ~select(series.c.series_key).where(series.c.study_key == key).exists(),
+        ),
     )
+
+
+@dataclass(slots=True)
+class _Touched:
+    """What a batch changed in one study: its computed lists are updated once, at the end."""
+
+    modalities: set[str]
+    sop_classes: set[str]
+
+
+def _split(value: str | None) -> set[str]:
+    return set(value.split("\\")) if value else set()
 
 
 def insert_instances(
     conn: Connection, backend: str, pk: int, items: Sequence[NewInstance], now: datetime
 ) -> list[InsertResult]:
-    """Insert each instance in its own savepoint; one failing leaves the others in the batch."""
+    """Insert a batch in the caller's transaction; duplicates and conflicts become results."""
     sql = _statements(backend)
     results: list[InsertResult] = []
+    studies: dict[int, _Touched] = {}
     touched_series: set[int] = set()
-    touched_studies: set[int] = set()
     for item in items:
         p = item.parsed
         owner, existing_key = conn.execute(
@@ -270,32 +286,53 @@ def insert_instances(
                 InsertResult(None, conflict=f"series {p.series_uid} belongs to study {owner}")
             )
             continue
-        savepoint = conn.begin_nested()
-        try:
-            result, keys = _insert_one(conn, sql, pk, item, now)
-        except IntegrityError as exc:
-            savepoint.rollback()
-            results.append(InsertResult(None, conflict=f"the index refused it: {exc.orig}"))
-            continue
-        if result.instance_key is None:
-            savepoint.rollback()  # lost a race with a concurrent store of the same data
-        else:
-            savepoint.commit()
-            touched_studies.add(keys[0])
-            touched_series.add(keys[1])
+        result, study_key, series_key, stored_lists = _insert_one(conn, sql, pk, item, now)
         results.append(result)
-    _refresh_counts(conn, backend, touched_series, touched_studies)
+        if result.instance_key is None:
+            if series_key is None:  # lost a race: the series went to another study meanwhile
+                conn.execute(sql.drop_empty_study, {"key": study_key})
+            continue
+        touched = studies.get(study_key)
+        if touched is None:
+            touched = studies[study_key] = _Touched(
+                _split(stored_lists[0]), _split(stored_lists[1])
+            )
+        modality = p.index.get("Modality")
+        if modality:
+            touched.modalities.add(str(modality))
+        touched.sop_classes.add(p.sop_class_uid)
+        assert series_key is not None
+        touched_series.add(series_key)
+    for key in touched_series:
+        conn.execute(sql.series_count, {"key": key})
+    for key, touched in studies.items():
+        _update_study(conn, sql, key, touched.modalities, touched.sop_classes)
     return results
+
+
+def _update_study(
+    conn: Connection, sql: _Statements, key: int, modalities: set[str], sop_classes: set[str]
+) -> None:
+    conn.execute(
+        sql.study_counts,
+        {
+            "key": key,
+            "modalities": "\\".join(sorted(modalities)) or None,
+            "sop_classes": "\\".join(sorted(sop_classes)) or None,
+        },
+    )
 
 
 def _insert_one(
     conn: Connection, sql: _Statements, pk: int, item: NewInstance, now: datetime
-) -> tuple[InsertResult, tuple[int, int]]:
+) -> tuple[InsertResult, int, int | None, tuple[str | None, str | None]]:
+    """(result, study key, series key, the study's stored ModalitiesInStudy and SOP classes)."""
     p = item.parsed
-    study_key = conn.execute(
+    study_key, modalities, sop_classes = conn.execute(
         sql.study_upsert,
         {"partition_key": pk, "study_uid": p.study_uid, "created_at": now, **_study_values(p, now)},
-    ).scalar_one()
+    ).one()
+    lists = (modalities, sop_classes)
     series_key = conn.execute(
         sql.series_upsert,
         {
@@ -307,8 +344,8 @@ def _insert_one(
         },
     ).scalar()
     if series_key is None:
-        owner = f"series {p.series_uid} was just stored under another study"
-        return InsertResult(None, conflict=owner), (study_key, 0)
+        conflict = f"series {p.series_uid} was just stored under another study"
+        return InsertResult(None, conflict=conflict), study_key, None, lists
     frames = p.frames.to_json() if p.frames is not None else None
     instance_key = conn.execute(
         sql.instance_insert,
@@ -329,8 +366,8 @@ def _insert_one(
             "created_at": now,
         },
     ).scalar()
-    if instance_key is None:
-        return InsertResult(None, duplicate=True), (study_key, series_key)
+    if instance_key is None:  # lost a race with a concurrent store of the same instance
+        return InsertResult(None, duplicate=True), study_key, series_key, lists
     conn.execute(
         sql.metadata_insert, {"instance_key": instance_key, "json": orjson.dumps(p.metadata)}
     )
@@ -347,33 +384,24 @@ def _insert_one(
             "instance_key": instance_key,
         },
     )
-    return InsertResult(instance_key), (study_key, series_key)
+    return InsertResult(instance_key), study_key, series_key, lists
 
 
 def _refresh_counts(
     conn: Connection, backend: str, series_keys: Iterable[int], study_keys: Iterable[int]
 ) -> None:
-    """Recount the computed attributes of the touched series and studies (NumberOf*, *InStudy).
+    """Recount the computed attributes of the given series and studies (after deletes).
 
-    Counting (rather than incrementing) stays right under concurrency: the upserts above hold
-    the study and series rows locked until commit, so no other writer counts in between.
+    Counting (rather than decrementing) stays right under concurrency: writers to a study hold
+    its row locked from their upsert to their commit, so no other writer counts in between.
     """
     sql = _statements(backend)
     for key in series_keys:
         conn.execute(sql.series_count, {"key": key})
     for key in study_keys:
-        modalities = sorted(
-            m for m in conn.execute(sql.study_modalities, {"key": key}).scalars() if m
-        )
-        sop_classes = sorted(conn.execute(sql.study_sop_classes, {"key": key}).scalars())
-        conn.execute(
-            sql.study_counts,
-            {
-                "key": key,
-                "modalities": "\\".join(modalities) or None,
-                "sop_classes": "\\".join(sop_classes) or None,
-            },
-        )
+        modalities = {m for m in conn.execute(sql.study_modalities, {"key": key}).scalars() if m}
+        sop_classes = set(conn.execute(sql.study_sop_classes, {"key": key}).scalars())
+        _update_study(conn, sql, key, modalities, sop_classes)
 
 
 def _scope(
