@@ -442,7 +442,11 @@ def find_instances(
         )
         .select_from(_JOINED)
         .where(*_scope(pk, study_uid, series_uid, sop_uid))
-        .order_by(series.c.series_key, instance.c.instance_number, instance.c.instance_key)
+        .order_by(
+            series.c.series_key,
+            instance.c.instance_number.asc().nulls_last(),
+            instance.c.instance_key,
+        )
     )
     return [
         StoredInstance(

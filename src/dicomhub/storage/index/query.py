@@ -181,7 +181,8 @@ def search(
     elif level is Level.SERIES:
         stmt = stmt.order_by(series.c.series_key)
     elif spec.series_uid is not None:
-        stmt = stmt.order_by(instance.c.instance_number, instance.c.instance_key)
+        # NULLS LAST on both engines (their defaults differ): unnumbered instances come last.
+        stmt = stmt.order_by(instance.c.instance_number.asc().nulls_last(), instance.c.instance_key)
     else:
         stmt = stmt.order_by(instance.c.instance_key)
     stmt = stmt.limit(spec.limit + 1).offset(spec.offset)
