@@ -1,0 +1,278 @@
+"""Timers, percentiles and the per-figure result records.
+
+A request only counts once its answer has been checked: a checker returns None when the
+answer is right, or a short reason when it is not. Wrong answers are counted and the first
+reason is kept, so the report can say "wrong" instead of showing a time.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+__all__ = [
+    "Check",
+    "Latency",
+    "Probe",
+    "Throughput",
+    "measure_latency",
+    "measure_parallel",
+    "measure_sequential_throughput",
+    "new_client",
+]
+
+Check = Callable[[httpx.Response], str | None]
+
+TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+# What browsers and Python's requests (dicomweb-client) send; pinned so that installing an
+# optional decoder into the venv (brotli, zstandard) does not change the requests. The driver
+# sets it from --accept-encoding.
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+def new_client(base_url: str, accept_encoding: str | None = None) -> httpx.Client:
+    """One connection, kept alive, as a viewer or a modality gateway would use."""
+    return httpx.Client(
+        base_url=base_url,
+        timeout=TIMEOUT,
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        headers={"Accept-Encoding": accept_encoding or ACCEPT_ENCODING},
+    )
+
+
+def _encoding(response: httpx.Response) -> str:
+    return str(response.headers.get("content-encoding", "identity"))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+@dataclass
+class Latency:
+    """Latencies of checked requests, in milliseconds."""
+
+    samples_ms: list[float] = field(default_factory=list)
+    requests: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    unsupported: str | None = None  # set when the server cannot answer this kind of request
+    encodings: Counter[str] = field(default_factory=Counter)  # Content-Encoding of answers
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0 and self.unsupported is None and bool(self.samples_ms)
+
+    def percentile(self, p: float) -> float | None:
+        if not self.samples_ms:
+            return None
+        return float(np.percentile(np.asarray(self.samples_ms), p))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": "latency",
+            "ok": self.ok,
+            "requests": self.requests,
+            "checked": len(self.samples_ms),
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "unsupported": self.unsupported,
+            "p50_ms": self.percentile(50),
+            "p95_ms": self.percentile(95),
+            "mean_ms": float(np.mean(self.samples_ms)) if self.samples_ms else None,
+            "min_ms": min(self.samples_ms) if self.samples_ms else None,
+            "max_ms": max(self.samples_ms) if self.samples_ms else None,
+            "content_encodings": dict(self.encodings),
+            "samples_ms": [round(s, 3) for s in self.samples_ms],
+        }
+
+    def fail(self, reason: str) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = reason
+
+
+@dataclass
+class Throughput:
+    """Work done over wall-clock time; only meaningful when every answer was right."""
+
+    items: int = 0
+    payload_bytes: int = 0
+    seconds: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    clients: int = 1
+    encodings: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0 and self.items > 0 and self.seconds > 0
+
+    @property
+    def per_second(self) -> float | None:
+        return self.items / self.seconds if self.ok else None
+
+    @property
+    def mb_per_second(self) -> float | None:
+        return self.payload_bytes / 1e6 / self.seconds if self.ok else None
+
+    def fail(self, reason: str) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = reason
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "kind": "throughput",
+            "ok": self.ok,
+            "items": self.items,
+            "payload_bytes": self.payload_bytes,
+            "seconds": self.seconds,
+            "requests": self.requests,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "clients": self.clients,
+            "per_second": self.per_second,
+            "mb_per_second": self.mb_per_second,
+            "content_encodings": dict(self.encodings),
+        }
+
+
+@dataclass
+class Probe:
+    """A one-off correctness observation (not timed), reported as a note."""
+
+    server: str
+    what: str
+    ok: bool
+    detail: str
+
+
+def measure_latency(
+    client: httpx.Client,
+    requests: Sequence[tuple[str, dict[str, str], Check]],
+    *,
+    warmup: int = 3,
+) -> Latency:
+    """GET each (url, headers, check) in turn; the first `warmup` ones are not recorded."""
+    result = Latency()
+    for index, (url, headers, check) in enumerate(requests):
+        counted = index >= warmup
+        start = time.perf_counter()
+        try:
+            response = client.get(url, headers=headers)
+            elapsed = time.perf_counter() - start
+            problem = check(response)
+            result.encodings[_encoding(response)] += counted
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            elapsed, problem = 0.0, _describe(exc)
+        if not counted:
+            continue
+        result.requests += 1
+        if problem is None:
+            result.samples_ms.append(elapsed * 1000)
+        else:
+            result.fail(f"{url}: {problem}")
+    return result
+
+
+def measure_sequential_throughput(
+    client: httpx.Client,
+    requests: Sequence[tuple[str, dict[str, str], Check, int, int]],
+    *,
+    warmup: int = 2,
+) -> Throughput:
+    """GET (url, headers, check, items, payload bytes) in turn; time is the sum of the
+    checked requests' durations (from sending to the last byte received)."""
+    result = Throughput()
+    for index, (url, headers, check, items, size) in enumerate(requests):
+        start = time.perf_counter()
+        try:
+            response = client.get(url, headers=headers)
+            elapsed = time.perf_counter() - start
+            problem = check(response)
+            result.encodings[_encoding(response)] += index >= warmup
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            elapsed, problem = 0.0, _describe(exc)
+        if index < warmup:
+            continue
+        result.requests += 1
+        if problem is None:
+            result.items += items
+            result.payload_bytes += size
+            result.seconds += elapsed
+        else:
+            result.fail(f"{url}: {problem}")
+    return result
+
+
+@dataclass
+class Job:
+    """One POST of a prebuilt body."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    check: Check
+    items: int
+    payload_bytes: int
+
+
+def measure_parallel(base_url: str, jobs: Sequence[Job], clients: int) -> Throughput:
+    """POST every job using `clients` threads (one connection each), pulling from one queue.
+
+    The clock runs from the moment all client threads are ready until the last answer has
+    been received; answers are checked as they come (parsing a small JSON reply).
+    """
+    work: queue.Queue[Job] = queue.Queue()
+    for job in jobs:
+        work.put(job)
+    result = Throughput(clients=clients)
+    lock = threading.Lock()
+    ready = threading.Barrier(clients + 1)
+    connections = [new_client(base_url) for _ in range(clients)]
+
+    def worker(client: httpx.Client) -> None:
+        ready.wait()
+        while True:
+            try:
+                job = work.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                response = client.post(job.url, content=job.body, headers=job.headers)
+                problem = job.check(response)
+                encoding = _encoding(response)
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                problem, encoding = _describe(exc), "?"
+            with lock:
+                result.requests += 1
+                result.encodings[encoding] += 1
+                if problem is None:
+                    result.items += job.items
+                    result.payload_bytes += job.payload_bytes
+                else:
+                    result.fail(problem)
+
+    threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in connections]
+    try:
+        for thread in threads:
+            thread.start()
+        ready.wait()
+        start = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        result.seconds = time.perf_counter() - start
+    finally:
+        for client in connections:
+            client.close()
+    return result
