@@ -6,8 +6,11 @@ import base64
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr
+
+from dicomhub.dicom._fast_json import codec_for, fast_element_json
 
 __all__ = ["BINARY_VRS", "BULK_THRESHOLD", "BulkUri", "dataset_to_json", "subset", "tag_key"]
 
@@ -34,21 +37,42 @@ def dataset_to_json(
         correct_ambiguous_vr(ds, ds.original_encoding[1] is not False)
     except Exception as exc:  # noqa: BLE001 - any failure here only means VRs stay ambiguous
         problems.append(f"ambiguous VRs could not be resolved: {exc}")
-    return _convert(ds, "", bulk_uri, threshold, problems), problems
+    return _convert(ds, "", bulk_uri, threshold, problems, "iso8859"), problems
+
+
+def _charset(ds: Dataset, inherited: str | None) -> str | None:
+    raw = ds.get_item(0x00080005)
+    if raw is None:
+        return inherited
+    try:
+        return codec_for(ds[0x00080005].value, inherited)
+    except Exception:  # noqa: BLE001 - an unreadable character set is pydicom's to handle
+        return None
 
 
 def _convert(
-    ds: Dataset, prefix: str, bulk_uri: BulkUri, threshold: int, problems: list[str]
+    ds: Dataset,
+    prefix: str,
+    bulk_uri: BulkUri,
+    threshold: int,
+    problems: list[str],
+    inherited: str | None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    codec = _charset(ds, inherited)
     for tag in list(ds.keys()):
         if tag & 0xFFFF == 0:  # group lengths carry no meaning in JSON
             continue
         key = tag_key(tag)
+        raw = ds.get_item(tag)
+        if isinstance(raw, RawDataElement):
+            fast = fast_element_json(raw, codec)
+            if fast is not None:
+                out[key] = fast
+                continue
         try:
             elem = ds[tag]
         except Exception as exc:  # noqa: BLE001 - one bad value must not lose the rest
-            raw = ds.get_item(tag)
             problems.append(f"({key[:4]},{key[4:]}) could not be read: {exc}")
             vr = getattr(raw, "VR", None) or "UN"
             out[key] = {"vr": _AMBIGUOUS_DEFAULT.get(vr, vr)}
@@ -57,7 +81,7 @@ def _convert(
         path = f"{prefix}{key}"
         if vr == "SQ":
             items = [
-                _convert(item, f"{path}/{i}/", bulk_uri, threshold, problems)
+                _convert(item, f"{path}/{i}/", bulk_uri, threshold, problems, codec)
                 for i, item in enumerate(elem.value or [])
             ]
             out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}

@@ -40,6 +40,10 @@ class BulkPart:
     ranges: tuple[tuple[int, int], ...]
     data: bytes | None = None
 
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else sum(n for _, n in self.ranges)
+
 
 def _scope_name(study: str, series: str | None, sop: str | None) -> str:
     if sop is not None:

@@ -29,6 +29,7 @@ _NUM_SERIES_INSTANCES = 0x00201209
 _MODALITIES = 0x00080061
 _SOP_CLASSES = 0x00080062
 _UIDS = {Level.STUDY: 0x0020000D, Level.SERIES: 0x0020000E, Level.INSTANCE: 0x00080018}
+_RETRIEVE_URL_KEY = tag_key(_RETRIEVE_URL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +75,11 @@ class SearchService:
 
     def search(self, ctx: RequestContext, spec: QuerySpec, urls: Urls) -> SearchResult:
         pk = self.store.partition_key(ctx.partition)
-        wanted = self._wanted(spec)
-        need_metadata = spec.include_all and spec.level is Level.INSTANCE
-        if not need_metadata:
-            need_metadata = any(
-                t not in COMPUTED and not self._held_in_index(t, spec.level) for t in wanted
-            )
+        plan = _Plan.for_spec(spec)
         with self.db.read() as conn:
-            rows = search(conn, self.db.backend, pk, spec, with_metadata=need_metadata)
+            rows = search(conn, self.db.backend, pk, spec, with_metadata=plan.needs_metadata)
         has_more = len(rows) > spec.limit
-        items = [self._item(row, spec, wanted, urls) for row in rows[: spec.limit]]
+        items = [plan.item(row, urls) for row in rows[: spec.limit]]
         return SearchResult(items, has_more, spec.warnings)
 
     @staticmethod
@@ -107,10 +103,60 @@ class SearchService:
         wanted |= spec.matched_tags | spec.include
         return wanted
 
-    def _item(
-        self, row: SearchRow, spec: QuerySpec, wanted: set[int], urls: Urls
-    ) -> dict[str, Any]:
+
+def _computed_value(tag: int, row: SearchRow) -> dict[str, Any]:
+    if tag == _AVAILABILITY:
+        return {"vr": "CS", "Value": ["ONLINE"]}
+    if tag == _NUM_STUDY_SERIES:
+        return {"vr": "IS", "Value": [row.study_num_series]}
+    if tag == _NUM_STUDY_INSTANCES:
+        return {"vr": "IS", "Value": [row.study_num_instances]}
+    if tag == _NUM_SERIES_INSTANCES:
+        return {"vr": "IS", "Value": [row.series_num_instances]}
+    if tag == _MODALITIES:
+        return {"vr": "CS", "Value": row.modalities.split("\\")} if row.modalities else {"vr": "CS"}
+    if tag == _SOP_CLASSES:
+        return (
+            {"vr": "UI", "Value": row.sop_classes.split("\\")} if row.sop_classes else {"vr": "UI"}
+        )
+    raise AssertionError(f"no computed value for {tag:08X}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What each result holds, worked out once per search rather than once per row."""
+
+    level: Level
+    include_all: bool
+    fields: tuple[tuple[str, dict[str, Any]], ...]  # (tag key, the empty value when absent)
+    computed: tuple[tuple[str, int], ...]
+    retrieve_url: bool
+    needs_metadata: bool
+
+    @classmethod
+    def for_spec(cls, spec: QuerySpec) -> _Plan:
+        wanted = SearchService._wanted(spec)
         level = spec.level
+        computed_tags = {t for t in COMPUTED if t != _RETRIEVE_URL}
+        if level is Level.STUDY:
+            computed_tags.discard(_NUM_SERIES_INSTANCES)
+        if not spec.include_all:
+            computed_tags &= wanted
+        fields = tuple((tag_key(t), {"vr": _vr(t)}) for t in sorted(wanted) if t not in COMPUTED)
+        needs_metadata = (spec.include_all and level is Level.INSTANCE) or any(
+            t not in COMPUTED and not SearchService._held_in_index(t, level) for t in wanted
+        )
+        return cls(
+            level=level,
+            include_all=spec.include_all,
+            fields=fields,
+            computed=tuple((tag_key(t), t) for t in sorted(computed_tags)),
+            retrieve_url=spec.include_all or _RETRIEVE_URL in wanted,
+            needs_metadata=needs_metadata,
+        )
+
+    def item(self, row: SearchRow, urls: Urls) -> dict[str, Any]:
+        level = self.level
         held: dict[str, Any] = orjson.loads(row.study_attributes)
         if level >= Level.SERIES and row.series_attributes is not None:
             held.update(orjson.loads(row.series_attributes))
@@ -122,50 +168,20 @@ class SearchService:
             extra = orjson.loads(resolve_bulk_uris(row.metadata, url))
 
         out: dict[str, Any] = {}
-        if spec.include_all:
-            source = extra if level is Level.INSTANCE and extra else held
-            out.update(source)
-        for tag in wanted:
-            if tag in COMPUTED:
-                continue
-            key = tag_key(tag)
-            if key in out:
-                continue
-            value = held.get(key) or extra.get(key)
-            out[key] = value if value is not None else {"vr": _vr(tag)}
-
-        computed = self._computed(row, level)
-        for tag, value in computed.items():
-            if spec.include_all or tag in wanted:
-                out[tag_key(tag)] = value
-        if spec.include_all or _RETRIEVE_URL in wanted:
+        if self.include_all:
+            # Private and other attributes not kept at this level are not invented for "all".
+            out.update(extra if level is Level.INSTANCE and extra else held)
+        for key, empty in self.fields:
+            if key not in out:
+                out[key] = held.get(key) or extra.get(key) or empty
+        for key, tag in self.computed:
+            out[key] = _computed_value(tag, row)
+        if self.retrieve_url:
             if level is Level.STUDY:
                 url = urls.study(row.study_uid)
             elif level is Level.SERIES:
                 url = urls.series(row.study_uid, row.series_uid or "")
             else:
                 url = urls.instance(row.study_uid, row.series_uid or "", row.sop_instance_uid or "")
-            out[tag_key(_RETRIEVE_URL)] = {"vr": "UR", "Value": [url]}
-        # Private and other attributes not kept at this level are not invented for "all".
+            out[_RETRIEVE_URL_KEY] = {"vr": "UR", "Value": [url]}
         return dict(sorted(out.items()))
-
-    @staticmethod
-    def _computed(row: SearchRow, level: Level) -> dict[int, Any]:
-        values: dict[int, Any] = {
-            _AVAILABILITY: {"vr": "CS", "Value": ["ONLINE"]},
-            _NUM_STUDY_SERIES: {"vr": "IS", "Value": [row.study_num_series]},
-            _NUM_STUDY_INSTANCES: {"vr": "IS", "Value": [row.study_num_instances]},
-            _MODALITIES: (
-                {"vr": "CS", "Value": row.modalities.split("\\")}
-                if row.modalities
-                else {"vr": "CS"}
-            ),
-            _SOP_CLASSES: (
-                {"vr": "UI", "Value": row.sop_classes.split("\\")}
-                if row.sop_classes
-                else {"vr": "UI"}
-            ),
-        }
-        if level >= Level.SERIES and row.series_num_instances is not None:
-            values[_NUM_SERIES_INSTANCES] = {"vr": "IS", "Value": [row.series_num_instances]}
-        return values

@@ -82,7 +82,7 @@ class _Pending:
     writer: BlobWriter
     parsed: ParsedInstance
     warnings: str
-    durable: Future[None]
+    durable: tuple[Future[None], ...]
     coerced: bool = False
 
 
@@ -144,7 +144,7 @@ class StoreBatch:
             return self._fail(None, FailureCode.PROCESSING_FAILURE, problem)
         writer.close()
         coerced = False
-        durable: Future[None] | None = None
+        durable: tuple[Future[None], ...] = ()
         try:
             with writer.reader() as fh:
                 header = missing_part10_header(fh)
@@ -162,12 +162,10 @@ class StoreBatch:
             log.exception("unexpected error while parsing a stored part")
             parsed, refusal = None, (FailureCode.PROCESSING_FAILURE, f"could not process: {exc}")
         if refusal is not None or parsed is None:
-            if durable is not None:
-                wait([durable])  # an fsync still running must not race the unlink
+            wait(durable)  # an fsync still running must not race the unlink
             writer.abort()
             code, message = refusal or (FailureCode.PROCESSING_FAILURE, "could not process")
             return self._fail(parsed, code, message)
-        assert durable is not None
         self._seen.add(parsed.sop_instance_uid)
         messages = [f.message for f in parsed.warnings]
         if coerced:
@@ -221,7 +219,8 @@ class StoreBatch:
         """Index every accepted part in one transaction, then make their blobs permanent."""
         try:
             for pending in self._pending:
-                pending.durable.result()  # fsync done in the background while parsing
+                for done in pending.durable:
+                    done.result()  # fsyncs done in the background while parsing
             results = self._service.index_batch(self._ctx, self._pending) if self._pending else []
         except BaseException:
             self.abort()
@@ -248,7 +247,7 @@ class StoreBatch:
     def abort(self) -> None:
         """Drop everything staged by this request (client gone, body malformed, server stopping)."""
         for pending in self._pending:
-            wait([pending.durable])  # an fsync still running must not race the unlink
+            wait(pending.durable)  # an fsync still running must not race the unlink
         for writer in self._writers:
             writer.abort()
         self._writers.clear()
@@ -268,15 +267,9 @@ class StoreService:
     def close(self) -> None:
         self.syncer.shutdown(wait=True)
 
-    def make_durable(self, writer: BlobWriter) -> Future[None]:
+    def make_durable(self, writer: BlobWriter) -> tuple[Future[None], ...]:
         """fsync the bytes and the name in parallel: the file system may share one journal commit."""
-        name = self.syncer.submit(writer.sync_name)
-
-        def both() -> None:
-            writer.sync()
-            name.result()
-
-        return self.syncer.submit(both)
+        return (self.syncer.submit(writer.sync), self.syncer.submit(writer.sync_name))
 
     def begin(self, ctx: RequestContext, *, study_uid: str | None = None) -> StoreBatch:
         return StoreBatch(self, ctx, study_uid)

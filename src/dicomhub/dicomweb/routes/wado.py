@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from anyio import to_thread
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from dicomhub.dicomweb.deps import Ctx, ServicesDep, UrlsDep, check_uid
-from dicomhub.dicomweb.multipart import closing, new_boundary, part_header
 from dicomhub.dicomweb.negotiation import accepts_json, choose_bulk, choose_retrieve
+from dicomhub.dicomweb.streaming import Part, multipart_response, single_response
 from dicomhub.errors import NotAcceptable
-from dicomhub.services.retrieve import BulkPart, StoredInstance
+from dicomhub.services.retrieve import StoredInstance
 from dicomhub.services.urls import Urls
-from dicomhub.storage.blobs.base import BlobStore
 
 router = APIRouter(tags=["WADO-RS"])
-
-_CHUNK = 4 * 1024 * 1024
 
 
 def _check(study: str, series: str | None = None, sop: str | None = None) -> None:
@@ -27,45 +24,6 @@ def _check(study: str, series: str | None = None, sop: str | None = None) -> Non
         check_uid("SeriesInstanceUID", series)
     if sop is not None:
         check_uid("SOPInstanceUID", sop)
-
-
-def _chunks(
-    blobs: BlobStore, blob_id: str, ranges: tuple[tuple[int, int], ...]
-) -> Generator[bytes, None, None]:
-    """Byte ranges of a blob in chunks; the file is closed before the last chunk is handed out."""
-    plan = [
-        (offset + start, min(_CHUNK, length - start))
-        for offset, length in ranges
-        for start in range(0, length, _CHUNK)
-    ]
-    fh = blobs.open(blob_id)
-    try:
-        for i, (offset, length) in enumerate(plan):
-            fh.seek(offset)
-            data = fh.read(length)
-            if len(data) < length:
-                raise OSError(f"blob {blob_id} is shorter than its index says")
-            if i == len(plan) - 1:
-                fh.close()
-            yield data
-    finally:
-        fh.close()
-
-
-async def _read_blob(
-    blobs: BlobStore, blob_id: str, ranges: tuple[tuple[int, int], ...]
-) -> AsyncIterator[bytes]:
-    # One thread hop per chunk, open and close included: an instance smaller than a chunk
-    # costs a single hop (hops, not bytes, dominate when a study of small files is streamed).
-    chunks = _chunks(blobs, blob_id, ranges)
-    try:
-        while (chunk := await to_thread.run_sync(next, chunks, None)) is not None:
-            yield chunk
-    finally:
-        # No thread needed: after the last chunk the file is already closed, and when the
-        # client goes away mid-stream closing a regular file is a quick syscall. run_sync does
-        # not abandon its thread on cancellation, so the generator is never running here.
-        chunks.close()
 
 
 def _dicom_part_type(stored: StoredInstance) -> str:
@@ -94,34 +52,26 @@ async def _retrieve(
                 f"transcoding is not supported yet: stored as {', '.join(mismatched)}, asked for "
                 f"{wanted}; ask for transfer-syntax=* to receive the instances as stored"
             )
-    blobs = services.blobs
     if not choice.multipart:
         (stored,) = found
-        return StreamingResponse(
-            _read_blob(blobs, stored.blob_id, ((0, stored.size),)),
-            media_type=_dicom_part_type(stored),
-            headers={"Content-Length": str(stored.size)},
+        return single_response(
+            services.blobs,
+            Part({}, stored.blob_id, ((0, stored.size),)),
+            _dicom_part_type(stored),
         )
-    boundary = new_boundary()
-
-    async def body() -> AsyncIterator[bytes]:
-        for i, stored in enumerate(found):
-            headers = {
-                "Content-Type": _dicom_part_type(stored),
-                "Content-Length": str(stored.size),
-                "Content-Location": urls.instance(
-                    stored.study_uid, stored.series_uid, stored.sop_instance_uid
-                ),
-            }
-            yield part_header(boundary, headers, first=i == 0)
-            async for chunk in _read_blob(blobs, stored.blob_id, ((0, stored.size),)):
-                yield chunk
-        yield closing(boundary)
-
-    return StreamingResponse(
-        body(),
-        media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
-    )
+    parts = [
+        Part(
+            {
+                "Content-Type": _dicom_part_type(s),
+                "Content-Length": str(s.size),
+                "Content-Location": urls.instance(s.study_uid, s.series_uid, s.sop_instance_uid),
+            },
+            s.blob_id,
+            ((0, s.size),),
+        )
+        for s in found
+    ]
+    return multipart_response(services.blobs, parts, "application/dicom")
 
 
 @router.get("/studies/{study}", summary="Retrieve a study")
@@ -228,43 +178,19 @@ async def bulkdata(
         services.retrieve.bulkdata, ctx, study, series, sop, path
     )
     multipart = choose_bulk(request.headers.get("accept"), parts=len(parts))
-    blobs = services.blobs
     part_type = "application/octet-stream"
-    if (
-        stored.frames is not None
-        and stored.frames.get("encapsulated")
-        and path.upper().startswith("7FE0")
-    ):
+    encapsulated = stored.frames is not None and stored.frames.get("encapsulated")
+    if encapsulated and path.upper().startswith("7FE0"):
         part_type = f"application/octet-stream; transfer-syntax={stored.transfer_syntax_uid}"
-
-    async def content(part: BulkPart) -> AsyncIterator[bytes]:
-        if part.data is not None:
-            yield part.data
-            return
-        assert part.blob_id is not None
-        async for chunk in _read_blob(blobs, part.blob_id, part.ranges):
-            yield chunk
-
-    def size(part: BulkPart) -> int:
-        return len(part.data) if part.data is not None else sum(n for _, n in part.ranges)
-
-    if not multipart:
-        return StreamingResponse(
-            content(parts[0]),
-            media_type=part_type,
-            headers={"Content-Length": str(size(parts[0]))},
+    out = [
+        Part(
+            {"Content-Type": part_type, "Content-Length": str(p.size)},
+            p.blob_id,
+            p.ranges,
+            p.data,
         )
-    boundary = new_boundary()
-
-    async def body() -> AsyncIterator[bytes]:
-        for i, part in enumerate(parts):
-            headers = {"Content-Type": part_type, "Content-Length": str(size(part))}
-            yield part_header(boundary, headers, first=i == 0)
-            async for chunk in content(part):
-                yield chunk
-        yield closing(boundary)
-
-    return StreamingResponse(
-        body(),
-        media_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}',
-    )
+        for p in parts
+    ]
+    if not multipart:
+        return single_response(services.blobs, out[0], part_type)
+    return multipart_response(services.blobs, out, "application/octet-stream")

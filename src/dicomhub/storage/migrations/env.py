@@ -18,6 +18,9 @@ def _run(conn: Connection) -> None:
         # SQLite cannot ALTER most things: batch mode copies the table instead.
         render_as_batch=conn.dialect.name == "sqlite",
         compare_type=True,
+        # SQLite does run DDL in transactions; without this alembic commits between revisions
+        # and a second process starting at the same moment applies the next one twice.
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         context.run_migrations()
