@@ -1,4 +1,8 @@
-"""Request-scoped dependencies: the services, the caller's context, the URL base, UID checks."""
+"""Request-scoped dependencies: the services, the caller's context, the URL base, UID checks.
+
+They are `async def` although they never await: FastAPI runs plain `def` dependencies in the
+thread pool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,12 @@ from dicomhub.services.urls import Urls
 __all__ = ["Ctx", "ServicesDep", "UrlsDep", "api_version", "check_uid"]
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def _context(request: Request) -> RequestContext:
+async def _context(request: Request) -> RequestContext:
     client = request.client
     return RequestContext(origin=Origin.DICOMWEB, remote=client.host if client else None)
 
@@ -50,11 +54,11 @@ def _base(request: Request) -> str:
     return str(base).rstrip("/")
 
 
-def _urls(request: Request) -> Urls:
+async def _urls(request: Request) -> Urls:
     return Urls(_base(request) + _prefix(request))
 
 
-def api_version(request: Request) -> int:
+async def api_version(request: Request) -> int:
     """2 under /v2, 1 under /v1, 0 without a version prefix."""
     prefix = _prefix(request)
     return {"/v2": 2, "/v1": 1}.get(prefix, 0)
