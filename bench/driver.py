@@ -685,7 +685,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="small corpus and fewer requests (a few minutes)"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="dicomhub serve --workers N (default 1)"
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="dicomhub serve --workers N (default: one per CPU, as the README advises; "
+        "Orthanc uses every core by default)",
     )
     parser.add_argument(
         "--requests",
