@@ -134,7 +134,7 @@ def test_the_walker_sees_the_imports_that_are_there() -> None:
     assert ("dicomhub.dicomweb.errors", "dicomhub.errors") in found  # from dicomhub import errors
     assert ("dicomhub.dicomweb.errors", "fastapi") in found
     assert ("dicomhub.cli", "uvicorn") in found  # imported inside a function
-    assert ("dicomhub.dicomweb.routes.wado", "dicomhub.storage.blobs.base") in found
+    assert ("dicomhub.dicomweb.streaming", "dicomhub.storage.blobs.base") in found
     modules = {i.module for i in imports_under(SRC)}
     for package in ("dicomhub.dicom", "dicomhub.storage", "dicomhub.services", "dicomhub.dicomweb"):
         assert any(_within(m, package) for m in modules), package

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,10 +54,10 @@ class Database:
             # Take transaction control from pysqlite so that BEGIN IMMEDIATE is possible.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            _enable_wal(cur)
             cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA cache_size=-32768")
             cur.execute("PRAGMA temp_store=MEMORY")
             cur.close()
@@ -131,6 +132,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """WAL mode, once per database file (it persists). Switching needs the database to itself,
+    and SQLite answers "locked" at once instead of waiting when processes start together."""
+    for attempt in range(100):
+        try:
+            (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
 
 
 class _Transient(Exception):
