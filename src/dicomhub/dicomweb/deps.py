@@ -16,7 +16,7 @@ from dicomhub.dicom.uid import uid_problem
 from dicomhub.errors import InvalidInput
 from dicomhub.services.urls import Urls
 
-__all__ = ["Ctx", "ServicesDep", "UrlsDep", "api_version", "check_uid"]
+__all__ = ["Ctx", "ServicesDep", "UrlsDep", "api_version", "check_uid", "check_uids"]
 
 
 async def _services(request: Request) -> Services:
@@ -69,6 +69,15 @@ def check_uid(name: str, value: str) -> str:
     if problem:
         raise InvalidInput(f"{name} '{value}' in the URL is not a valid UID: it {problem}")
     return value
+
+
+def check_uids(study: str, series: str | None = None, sop: str | None = None) -> None:
+    """400 for a study, series or SOP Instance UID in the path that is not a UID."""
+    check_uid("StudyInstanceUID", study)
+    if series is not None:
+        check_uid("SeriesInstanceUID", series)
+    if sop is not None:
+        check_uid("SOPInstanceUID", sop)
 
 
 ServicesDep = Annotated[Services, Depends(_services)]

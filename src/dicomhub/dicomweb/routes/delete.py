@@ -6,7 +6,7 @@ from anyio import to_thread
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from dicomhub.dicomweb.deps import Ctx, ServicesDep, check_uid
+from dicomhub.dicomweb.deps import Ctx, ServicesDep, check_uids
 
 router = APIRouter(tags=["Delete"])
 
@@ -14,11 +14,7 @@ router = APIRouter(tags=["Delete"])
 async def _delete(
     services: ServicesDep, ctx: Ctx, study: str, series: str | None = None, sop: str | None = None
 ) -> Response:
-    check_uid("StudyInstanceUID", study)
-    if series is not None:
-        check_uid("SeriesInstanceUID", series)
-    if sop is not None:
-        check_uid("SOPInstanceUID", sop)
+    check_uids(study, series, sop)
     await to_thread.run_sync(services.delete.delete, ctx, study, series, sop)
     return Response(status_code=204)
 

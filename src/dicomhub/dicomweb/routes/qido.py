@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from dicomhub.dicom.attributes import Level
-from dicomhub.dicomweb.deps import Ctx, ServicesDep, UrlsDep, check_uid
+from dicomhub.dicomweb.deps import Ctx, ServicesDep, UrlsDep, check_uids
 from dicomhub.dicomweb.negotiation import accepts_json
 from dicomhub.dicomweb.responses import DicomJSONResponse
 from dicomhub.errors import NotAcceptable
@@ -27,9 +27,7 @@ async def _search(
     if not accepts_json(request.headers.get("accept")):
         raise NotAcceptable("search results are available as application/dicom+json only")
     if study is not None:
-        check_uid("StudyInstanceUID", study)
-    if series is not None:
-        check_uid("SeriesInstanceUID", series)
+        check_uids(study, series)
     spec = services.search.parse(
         level, request.query_params.multi_items(), study_uid=study, series_uid=series
     )

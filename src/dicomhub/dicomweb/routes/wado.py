@@ -8,7 +8,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from dicomhub.dicomweb.deps import Ctx, ServicesDep, UrlsDep, check_uid
+from dicomhub.dicomweb.deps import Ctx, ServicesDep, UrlsDep, check_uids
 from dicomhub.dicomweb.negotiation import accepts_json, choose_bulk, choose_retrieve
 from dicomhub.dicomweb.streaming import Part, multipart_response, single_response
 from dicomhub.errors import NotAcceptable
@@ -16,14 +16,6 @@ from dicomhub.services.retrieve import StoredInstance
 from dicomhub.services.urls import Urls
 
 router = APIRouter(tags=["WADO-RS"])
-
-
-def _check(study: str, series: str | None = None, sop: str | None = None) -> None:
-    check_uid("StudyInstanceUID", study)
-    if series is not None:
-        check_uid("SeriesInstanceUID", series)
-    if sop is not None:
-        check_uid("SOPInstanceUID", sop)
 
 
 def _dicom_part_type(stored: StoredInstance) -> str:
@@ -39,7 +31,7 @@ async def _retrieve(
     series: str | None = None,
     sop: str | None = None,
 ) -> Response:
-    _check(study, series, sop)
+    check_uids(study, series, sop)
     choice = choose_retrieve(request.headers.get("accept"), single_instance=sop is not None)
     found = await to_thread.run_sync(services.retrieve.instances, ctx, study, series, sop)
     wanted = choice.transfer_syntax
@@ -110,7 +102,7 @@ async def _metadata(
     series: str | None = None,
     sop: str | None = None,
 ) -> Response:
-    _check(study, series, sop)
+    check_uids(study, series, sop)
     if not accepts_json(request.headers.get("accept")):
         raise NotAcceptable("metadata is available as application/dicom+json only")
     metadata = await to_thread.run_sync(services.retrieve.metadata, ctx, urls, study, series, sop)
@@ -173,7 +165,7 @@ async def bulkdata(
     services: ServicesDep,
     ctx: Ctx,
 ) -> Response:
-    _check(study, series, sop)
+    check_uids(study, series, sop)
     stored, parts = await to_thread.run_sync(
         services.retrieve.bulkdata, ctx, study, series, sop, path
     )

@@ -603,32 +603,26 @@ def delete_instances(
 
     series_keys = {r.series_key for r in rows}
     study_keys = {r.study_key for r in rows}
-    empty_series = set(
-        conn.execute(
-            select(series.c.series_key).where(
-                series.c.series_key.in_(series_keys),
-                ~select(instance.c.instance_key)
-                .where(instance.c.series_key == series.c.series_key)
-                .exists(),
-            )
-        ).scalars()
+    empty_series = _drop_childless(
+        conn, series, series.c.series_key, instance.c.series_key, series_keys
     )
-    if empty_series:
-        conn.execute(delete(series).where(series.c.series_key.in_(empty_series)))
-    empty_studies = set(
-        conn.execute(
-            select(study.c.study_key).where(
-                study.c.study_key.in_(study_keys),
-                ~select(series.c.series_key)
-                .where(series.c.study_key == study.c.study_key)
-                .exists(),
-            )
-        ).scalars()
-    )
-    if empty_studies:
-        conn.execute(delete(study).where(study.c.study_key.in_(empty_studies)))
+    empty_studies = _drop_childless(conn, study, study.c.study_key, series.c.study_key, study_keys)
     _refresh_counts(conn, backend, series_keys - empty_series, study_keys - empty_studies)
     return [DeletedInstance(study_uid, r.series_uid, r.sop_instance_uid, r.blob_id) for r in rows]
+
+
+def _drop_childless(
+    conn: Connection, table: Any, key: Any, child_link: Any, keys: set[int]
+) -> set[int]:
+    """Delete the rows of `table` among `keys` that no child row points to any more."""
+    childless = set(
+        conn.execute(
+            select(key).where(key.in_(keys), ~select(child_link).where(child_link == key).exists())
+        ).scalars()
+    )
+    if childless:
+        conn.execute(delete(table).where(key.in_(childless)))
+    return childless
 
 
 def pending_blob_deletions(conn: Connection, limit: int = 1000) -> list[str]:
