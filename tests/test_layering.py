@@ -80,6 +80,17 @@ class Layer:
     broken_by: Rule
 
 
+# The FHIR store's service modules (everything in dicomhub.fhir but its search and api packages).
+FHIR_SERVICES = (
+    "dicomhub.fhir.service",
+    "dicomhub.fhir.bundles",
+    "dicomhub.fhir.bulk",
+    "dicomhub.fhir.references",
+    "dicomhub.fhir.validation",
+    "dicomhub.fhir.capability",
+    "dicomhub.fhir.search_service",
+)
+
 LAYERS = [
     Layer(
         "dicom imports nothing else of dicomhub",
@@ -87,11 +98,17 @@ LAYERS = [
         lambda i: _within(i.target, "dicomhub") and not _within(i.target, "dicomhub.dicom"),
     ),
     Layer(
-        "storage imports only storage, dicom and errors of dicomhub",
+        "storage imports only storage, the pure packages and errors of dicomhub",
         ("dicomhub.storage",),
         lambda i: (
             _within(i.target, "dicomhub")
-            and not _within(i.target, "dicomhub.storage", "dicomhub.dicom", "dicomhub.errors")
+            and not _within(
+                i.target,
+                "dicomhub.storage",
+                "dicomhub.dicom",
+                "dicomhub.fhir.search",
+                "dicomhub.errors",
+            )
         ),
     ),
     Layer(
@@ -111,6 +128,21 @@ LAYERS = [
         "no web framework below the HTTP layer",
         ("dicomhub.dicom", "dicomhub.storage", "dicomhub.services"),
         lambda i: _within(i.target, *WEB_FRAMEWORKS),
+    ),
+    Layer(
+        "fhir.search imports nothing else of dicomhub",
+        ("dicomhub.fhir.search",),
+        lambda i: _within(i.target, "dicomhub") and not _within(i.target, "dicomhub.fhir.search"),
+    ),
+    Layer(
+        "the FHIR store's services know no web framework, server or HTTP layer",
+        FHIR_SERVICES,
+        lambda i: _within(i.target, *SERVERS, "dicomhub.dicomweb", "dicomhub.fhir.api"),
+    ),
+    Layer(
+        "the FHIR API reaches storage only through the services",
+        ("dicomhub.fhir.api",),
+        lambda i: _within(i.target, "dicomhub.storage"),
     ),
 ]
 
@@ -182,4 +214,7 @@ def test_each_rule_catches_a_planted_violation(tmp_path: Path) -> None:
             "dicomhub.dicomweb.worse:1 imports dicomhub.storage.engine (Database)",
         ],
         LAYERS[4].name: ["dicomhub.storage.blobs.base:1 imports starlette.responses"],
+        LAYERS[5].name: [],
+        LAYERS[6].name: [],
+        LAYERS[7].name: [],
     }

@@ -13,9 +13,11 @@ from starlette.responses import Response
 from dicomhub import __version__
 from dicomhub.bootstrap import Services, build_services
 from dicomhub.config import Settings
-from dicomhub.dicomweb.errors import install_error_handlers
+from dicomhub.dicomweb import errors as dicomweb_errors
 from dicomhub.dicomweb.responses import JSONResponse
 from dicomhub.dicomweb.routes import changefeed, delete, qido, stow, wado
+from dicomhub.fhir.api import errors as fhir_errors
+from dicomhub.fhir.api import routes as fhir_routes
 
 __all__ = ["DICOMWEB_PREFIXES", "create_app", "create_app_from_env"]
 
@@ -30,6 +32,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = services is None
         app.state.services = services or build_services(settings)
+        app.state.fhir = app.state.services.fhir
+        app.state.public_url = settings.public_url
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # garbage collector's scans, which otherwise grow with every module imported.
         gc.collect()
@@ -48,7 +52,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         summary="DICOMweb archive (STOW-RS, QIDO-RS, WADO-RS, delete, change feed)",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    _install_error_handlers(app)
+    app.include_router(fhir_routes.router, prefix="/fhir", tags=["FHIR"])
     for prefix in DICOMWEB_PREFIXES:
         for module in (stow, qido, wado, delete, changefeed):
             app.include_router(module.router, prefix=prefix)
@@ -66,6 +71,20 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return JSONResponse(await to_thread.run_sync(probe))
 
     return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Errors on /fhir become OperationOutcomes; everywhere else DICOMweb's JSON errors."""
+    for kind in dicomweb_errors.HANDLERS:
+
+        async def dispatch(
+            request: Request, exc: Exception, kind: type[Exception] = kind
+        ) -> Response:
+            fhir = request.url.path == "/fhir" or request.url.path.startswith("/fhir/")
+            table = fhir_errors.HANDLERS if fhir else dicomweb_errors.HANDLERS
+            return await table[kind](request, exc)
+
+        app.add_exception_handler(kind, dispatch)
 
 
 def create_app_from_env() -> FastAPI:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from dicomhub.config import Settings
+from dicomhub.fhir.api.errors import describe as describe_fhir_error
+from dicomhub.fhir.bundles import BundleProcessor
+from dicomhub.fhir.capability import capability_statement
+from dicomhub.fhir.search_service import FhirSearch
+from dicomhub.fhir.service import FhirService, format_instant
 from dicomhub.services.changefeed import ChangeFeedService
 from dicomhub.services.delete import DeleteService
 from dicomhub.services.retrieve import RetrieveService
@@ -14,9 +21,22 @@ from dicomhub.services.store import StoreService
 from dicomhub.storage.blobs.filesystem import FilesystemBlobStore
 from dicomhub.storage.engine import Database
 
-__all__ = ["Services", "build_services", "prepare_storage"]
+__all__ = ["FhirStore", "Services", "build_services", "prepare_storage"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FhirStore:
+    """The FHIR side: resource service, search, Bundle processing."""
+
+    service: FhirService
+    search: FhirSearch
+    bundles: BundleProcessor
+    started: str
+
+    def capabilities(self, base: str) -> dict[str, Any]:
+        return capability_statement(base, self.started)
 
 
 @dataclass
@@ -29,6 +49,7 @@ class Services:
     retrieve: RetrieveService
     delete: DeleteService
     changefeed: ChangeFeedService
+    fhir: FhirStore
 
     def close(self) -> None:
         self.store.close()
@@ -41,6 +62,14 @@ def build_services(settings: Settings) -> Services:
     db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
     blobs = FilesystemBlobStore(settings.blob_dir)
     store = StoreService(db, blobs)
+    search = FhirSearch(db)
+    fhir_service = FhirService(db, search)
+    fhir = FhirStore(
+        service=fhir_service,
+        search=search,
+        bundles=BundleProcessor(fhir_service, search.read_entry, describe_fhir_error),
+        started=format_instant(datetime.now(UTC)),
+    )
     return Services(
         settings=settings,
         db=db,
@@ -52,6 +81,7 @@ def build_services(settings: Settings) -> Services:
         retrieve=RetrieveService(db, blobs, store),
         delete=DeleteService(db, blobs, store),
         changefeed=ChangeFeedService(db),
+        fhir=fhir,
     )
 
 

@@ -163,7 +163,8 @@ def _version() -> str:
 def _files(paths: list[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
-            for root, _dirs, names in os.walk(path):
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
                 for name in sorted(names):
                     yield Path(root) / name
         else:
@@ -228,6 +229,69 @@ def import_(
     for path, reason in failures:
         console.print(f"[red]failed[/red] {path}: {reason}")
     if counts["failed"]:
+        raise typer.Exit(1)
+
+
+fhir_app = typer.Typer(help="The embedded FHIR R4 store.", no_args_is_help=True)
+app.add_typer(fhir_app, name="fhir")
+
+
+@fhir_app.command("import")
+def fhir_import(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="NDJSON files (one resource per line), Bundles, folders.", exists=True),
+    ],
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Load FHIR resources, keeping their ids; references between them keep working."""
+    from dicomhub.fhir.bulk import BulkLoader, read_resources
+
+    settings = _settings(
+        config, data_dir=data_dir.resolve() if data_dir else None, database_url=database_url
+    )
+    _logging("warning")
+    prepare_storage(settings)
+    services = build_services(settings)
+    files = [
+        f
+        for f in _files(paths)
+        if f.suffix.lower() in (".ndjson", ".jsonl", ".json") and f.name != "log.ndjson"
+    ]
+    ctx = RequestContext(origin=Origin.CLI, principal="cli")
+    try:
+        sources = [item for f in files for item in read_resources(f)]
+        with Progress(
+            TextColumn("[bold]loading"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("load", total=len(sources))
+            report = BulkLoader(services.fhir.service).load(
+                ctx, sources, lambda n: progress.advance(task, n)
+            )
+    finally:
+        services.close()
+    table = Table(title="FHIR import summary")
+    table.add_column("resource type")
+    table.add_column("loaded", justify="right")
+    for res_type, count in sorted(report.loaded.items()):
+        table.add_row(res_type, str(count))
+    table.add_row("[bold]total", f"[bold]{report.total}")
+    Console().print(table)
+    for res_type, count in sorted(report.unresolved.items()):
+        console.print(
+            f"[yellow]{count} conditional reference(s) to {res_type} matched nothing; kept as written"
+        )
+    for where, reason in report.failed[:50]:
+        console.print(f"[red]failed[/red] {where}: {reason}")
+    if len(report.failed) > 50:
+        console.print(f"[red]… and {len(report.failed) - 50} more failures")
+    if report.failed:
         raise typer.Exit(1)
 
 

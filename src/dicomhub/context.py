@@ -16,6 +16,7 @@ class Origin(StrEnum):
     """Where a request came from (Orthanc's DicomInstanceOrigin, in spirit)."""
 
     DICOMWEB = "dicomweb"
+    FHIR = "fhir"
     DIMSE = "dimse"
     CLI = "cli"
     INTERNAL = "internal"

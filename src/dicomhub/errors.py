@@ -16,23 +16,34 @@ __all__ = [
     "TooLarge",
     "Unauthenticated",
     "Unavailable",
+    "Unprocessable",
     "Unsupported",
     "UnsupportedMediaType",
 ]
 
 
 class DicomhubError(Exception):
-    """Base of every error a service raises on purpose; `code` is stable, the message is for people."""
+    """Base of every error a service raises on purpose; `code` is stable, the message is for people.
+
+    `locations` names what was wrong where the input has a structure (e.g. `Patient.birthDate`).
+    """
 
     code = "error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, locations: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
+        self.locations = locations
 
 
 class InvalidInput(DicomhubError):
     code = "invalid-input"
+
+
+class Unprocessable(DicomhubError):
+    """Well-formed input that breaks a rule of its content (a FHIR resource that does not validate)."""
+
+    code = "unprocessable"
 
 
 class NotFound(DicomhubError):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -12,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dicomhub import errors
 from dicomhub.dicomweb.responses import JSONResponse
 
-__all__ = ["STATUS", "error_response", "install_error_handlers"]
+__all__ = ["HANDLERS", "STATUS", "Handler", "error_response"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ STATUS: dict[type[errors.DicomhubError], int] = {
     errors.Gone: 410,
     errors.PreconditionFailed: 412,
     errors.TooLarge: 413,
+    errors.Unprocessable: 422,
     errors.UnsupportedMediaType: 415,
     errors.Unsupported: 501,
     errors.StorageFull: 507,
@@ -46,34 +48,46 @@ def _status_of(exc: errors.DicomhubError) -> int:
     return 500
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(errors.DicomhubError)
-    async def _dicomhub(request: Request, exc: errors.DicomhubError) -> Response:
-        status = _status_of(exc)
-        level = logging.WARNING if status >= 500 else logging.INFO
-        log.log(level, "%s %s -> %d %s", request.method, request.url.path, status, exc.message)
-        return error_response(status, exc.code, exc.message)
+async def _dicomhub(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.DicomhubError)
+    status = _status_of(exc)
+    level = logging.WARNING if status >= 500 else logging.INFO
+    log.log(level, "%s %s -> %d %s", request.method, request.url.path, status, exc.message)
+    return error_response(status, exc.code, exc.message)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path"))
-            parts.append(f"{where}: {err.get('msg')}")
-        message = "; ".join(parts) or "invalid request"
-        log.info("%s %s -> 400 %s", request.method, request.url.path, message)
-        return error_response(400, errors.InvalidInput.code, message)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        message = str(exc.detail)
-        if exc.status_code == 404 and message == "Not Found":
-            message = f"no such resource: {request.url.path}"
-        elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
-        return error_response(exc.status_code, "http-error", message)
+async def _validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path"))
+        parts.append(f"{where}: {err.get('msg')}")
+    message = "; ".join(parts) or "invalid request"
+    log.info("%s %s -> 400 %s", request.method, request.url.path, message)
+    return error_response(400, errors.InvalidInput.code, message)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal-error", "internal server error; see the server log")
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such resource: {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, "http-error", message)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal-error", "internal server error; see the server log")
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+# The app dispatches to this table or to the FHIR one, by path (see app.py).
+HANDLERS: dict[type[Exception], Handler] = {
+    errors.DicomhubError: _dicomhub,
+    RequestValidationError: _validation,
+    StarletteHTTPException: _http,
+    Exception: _unexpected,
+}

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from dicomhub.errors import Unavailable
+from dicomhub.errors import Conflict, Unavailable
 
 __all__ = ["Database"]
 
@@ -95,11 +95,18 @@ class Database:
             raise Unavailable(f"the index database is unavailable: {exc.orig}") from exc
 
     def write(self, work: Callable[[Connection], T], *, attempts: int = _RETRIES) -> T:
-        """Run `work` in one write transaction, again from the start if it loses a race."""
+        """Run `work` in one write transaction, again from the start if it loses a race.
+
+        A unique-constraint violation is a concurrent writer that got there first: Conflict.
+        """
         for attempt in range(attempts):
             try:
                 with self._write() as conn:
                     return work(conn)
+            except IntegrityError as exc:
+                raise Conflict(
+                    f"a concurrent write got there first; read again and retry ({exc.orig})"
+                ) from exc
             except _Transient as exc:
                 if attempt == attempts - 1:
                     raise Unavailable(f"the index database stayed busy: {exc}") from exc

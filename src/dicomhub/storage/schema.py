@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -26,6 +29,15 @@ __all__ = [
     "UtcDateTime",
     "blob_deletion",
     "changefeed",
+    "fhir_idx_date",
+    "fhir_idx_number",
+    "fhir_idx_quantity",
+    "fhir_idx_reference",
+    "fhir_idx_string",
+    "fhir_idx_token",
+    "fhir_idx_uri",
+    "fhir_resource",
+    "fhir_version",
     "instance",
     "instance_metadata",
     "metadata",
@@ -200,4 +212,108 @@ changefeed = Table(
     Index(None, "timestamp", "sequence"),
     Index(None, "partition_key", "sop_instance_uid"),
     sqlite_autoincrement=True,
+)
+
+
+# --- The FHIR store ---------------------------------------------------------------------------
+# One row per logical resource (its current version), every version in fhir_version, and the
+# search index in one table per parameter type, rewritten on each write (current versions only).
+# res_type/param are repeated in index rows so that each search predicate hits one index.
+
+fhir_resource = Table(
+    "fhir_resource",
+    metadata,
+    Column("resource_pk", Key, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", UtcDateTime(), nullable=False),
+    Column("deleted", Boolean, nullable=False, server_default=false()),
+    Column("body", LargeBinary),  # the current version's JSON; NULL once deleted
+    Column("index_version", Integer, nullable=False),
+    UniqueConstraint("res_type", "res_id"),
+    Index(None, "res_type", "last_updated"),
+    sqlite_autoincrement=True,
+)
+
+fhir_version = Table(
+    "fhir_version",
+    metadata,
+    Column("resource_pk", ForeignKey("fhir_resource.resource_pk"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("res_type", String(64), nullable=False),
+    Column("last_updated", UtcDateTime(), nullable=False),
+    Column("method", String(8), nullable=False),  # POST, PUT, DELETE
+    Column("body", LargeBinary),  # NULL for a delete
+    Index(None, "res_type", "last_updated"),
+    Index(None, "last_updated"),
+)
+
+
+def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...], ...]) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("resource_pk", ForeignKey("fhir_resource.resource_pk"), nullable=False),
+        Column("res_type", String(64), nullable=False),
+        Column("param", String(64), nullable=False),
+        *columns,
+        Index(None, "resource_pk"),
+        *(Index(None, "res_type", "param", *cols) for cols in indexes),
+    )
+
+
+fhir_idx_string = _index_table(
+    "fhir_idx_string",
+    Column("norm", Text, nullable=False),
+    Column("exact", Text, nullable=False),
+    indexes=(("norm",),),
+)
+fhir_idx_token = _index_table(
+    "fhir_idx_token",
+    Column("system", Text),
+    Column("code", Text),
+    Column("text", Text),
+    indexes=(("code", "system"),),
+)
+fhir_idx_date = _index_table(
+    "fhir_idx_date",
+    Column("low", BigInteger, nullable=False),
+    Column("high", BigInteger, nullable=False),
+    indexes=(("low",), ("high",)),
+)
+fhir_idx_number = _index_table(
+    "fhir_idx_number",
+    Column("value", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    indexes=(("value",),),
+)
+fhir_idx_quantity = _index_table(
+    "fhir_idx_quantity",
+    Column("value", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    Column("system", Text),
+    Column("code", Text),
+    Column("unit", Text),
+    indexes=(("code", "value"),),
+)
+fhir_idx_uri = _index_table(
+    "fhir_idx_uri",
+    Column("uri", Text, nullable=False),
+    indexes=(("uri",),),
+)
+fhir_idx_reference = _index_table(
+    "fhir_idx_reference",
+    Column("target_type", String(64)),
+    Column("target_id", String(64)),
+    Column("url", Text),
+    Column("identifier_system", Text),
+    Column("identifier_value", Text),
+    indexes=(("target_type", "target_id"),),
+)
+# Reverse chaining (_has) and _revinclude look references up by their target.
+Index(
+    "ix_fhir_idx_reference_target", fhir_idx_reference.c.target_type, fhir_idx_reference.c.target_id
 )

@@ -1,0 +1,1 @@
+"""Pure FHIR search: the parameter registry, write-time index extraction, query parsing."""

@@ -1,0 +1,1 @@
+"""SQL of the FHIR store: resources and versions, index rows, search queries."""

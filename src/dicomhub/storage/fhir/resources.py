@@ -1,0 +1,283 @@
+"""FHIR resources in SQL: current rows, every version, and their index rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
+
+from dicomhub.fhir.search.rows import IndexRows
+from dicomhub.storage.schema import (
+    fhir_idx_date,
+    fhir_idx_number,
+    fhir_idx_quantity,
+    fhir_idx_reference,
+    fhir_idx_string,
+    fhir_idx_token,
+    fhir_idx_uri,
+    fhir_resource,
+    fhir_version,
+)
+
+__all__ = [
+    "INDEX_TABLES",
+    "NewVersion",
+    "ResourceRow",
+    "VersionRow",
+    "count_versions",
+    "find",
+    "find_many",
+    "history",
+    "load_by_pk",
+    "write_versions",
+]
+
+# IndexRows field → its table; the row dataclass's fields are the table's value columns.
+INDEX_TABLES: dict[str, Table] = {
+    "strings": fhir_idx_string,
+    "tokens": fhir_idx_token,
+    "dates": fhir_idx_date,
+    "numbers": fhir_idx_number,
+    "quantities": fhir_idx_quantity,
+    "uris": fhir_idx_uri,
+    "references": fhir_idx_reference,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRow:
+    pk: int
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    pk: int
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: datetime
+    method: str
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """A version to write. `pk` None creates the logical resource (version 1)."""
+
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: datetime
+    method: str  # POST, PUT, DELETE
+    body: bytes | None  # None for DELETE
+    rows: IndexRows | None  # None for DELETE
+    pk: int | None = None
+
+
+_RESOURCE_COLUMNS = (
+    fhir_resource.c.resource_pk,
+    fhir_resource.c.res_type,
+    fhir_resource.c.res_id,
+    fhir_resource.c.version,
+    fhir_resource.c.last_updated,
+    fhir_resource.c.deleted,
+    fhir_resource.c.body,
+)
+
+
+def _resource(row: Any) -> ResourceRow:
+    return ResourceRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
+
+
+def find(conn: Connection, res_type: str, res_id: str) -> ResourceRow | None:
+    row = conn.execute(
+        select(*_RESOURCE_COLUMNS).where(
+            fhir_resource.c.res_type == res_type, fhir_resource.c.res_id == res_id
+        )
+    ).first()
+    return _resource(row) if row is not None else None
+
+
+def find_many(conn: Connection, res_type: str, res_ids: Sequence[str]) -> dict[str, ResourceRow]:
+    out: dict[str, ResourceRow] = {}
+    for start in range(0, len(res_ids), 500):
+        chunk = res_ids[start : start + 500]
+        rows = conn.execute(
+            select(*_RESOURCE_COLUMNS).where(
+                fhir_resource.c.res_type == res_type, fhir_resource.c.res_id.in_(chunk)
+            )
+        )
+        out.update({r[2]: _resource(r) for r in rows})
+    return out
+
+
+def load_by_pk(conn: Connection, pks: Sequence[int]) -> dict[int, ResourceRow]:
+    out: dict[int, ResourceRow] = {}
+    for start in range(0, len(pks), 500):
+        chunk = pks[start : start + 500]
+        rows = conn.execute(
+            select(*_RESOURCE_COLUMNS).where(fhir_resource.c.resource_pk.in_(chunk))
+        )
+        out.update({r[0]: _resource(r) for r in rows})
+    return out
+
+
+def write_versions(conn: Connection, versions: Sequence[NewVersion]) -> list[int]:
+    """Write new versions (creating logical resources as needed); returns their resource pks.
+
+    Index rows of the resources are replaced by those of the new versions (deletes drop them).
+    Batched: one INSERT per table for the whole sequence, which is what makes bulk loads fast.
+    """
+    created = [v for v in versions if v.pk is None]
+    pks_created: list[int] = []
+    if created:
+        result = conn.execute(
+            insert(fhir_resource).returning(
+                fhir_resource.c.resource_pk, sort_by_parameter_order=True
+            ),
+            [
+                {
+                    "res_type": v.res_type,
+                    "res_id": v.res_id,
+                    "version": v.version,
+                    "last_updated": v.last_updated,
+                    "deleted": v.body is None,
+                    "body": v.body,
+                    "index_version": 1,
+                }
+                for v in created
+            ],
+        )
+        pks_created = [r[0] for r in result]
+    new_pks = iter(pks_created)
+    pks: list[int] = []
+    for v in versions:
+        pk = v.pk if v.pk is not None else next(new_pks)
+        pks.append(pk)
+        if v.pk is not None:
+            conn.execute(
+                update(fhir_resource)
+                .where(fhir_resource.c.resource_pk == pk)
+                .values(
+                    version=v.version,
+                    last_updated=v.last_updated,
+                    deleted=v.body is None,
+                    body=v.body,
+                )
+            )
+    conn.execute(
+        insert(fhir_version),
+        [
+            {
+                "resource_pk": pk,
+                "version": v.version,
+                "res_type": v.res_type,
+                "last_updated": v.last_updated,
+                "method": v.method,
+                "body": v.body,
+            }
+            for pk, v in zip(pks, versions, strict=True)
+        ],
+    )
+    replaced = [pk for pk, v in zip(pks, versions, strict=True) if v.pk is not None]
+    if replaced:
+        for table in INDEX_TABLES.values():
+            conn.execute(delete(table).where(table.c.resource_pk.in_(replaced)))
+    for name, table in INDEX_TABLES.items():
+        params: list[dict[str, Any]] = []
+        for pk, v in zip(pks, versions, strict=True):
+            if v.rows is None:
+                continue
+            for row in getattr(v.rows, name):
+                values = {f.name: getattr(row, f.name) for f in fields(row)}
+                values["resource_pk"] = pk
+                values["res_type"] = v.res_type
+                params.append(values)
+        if params:
+            conn.execute(insert(table), params)
+    return pks
+
+
+_VERSION_COLUMNS = (
+    fhir_version.c.resource_pk,
+    fhir_version.c.res_type,
+    fhir_resource.c.res_id,
+    fhir_version.c.version,
+    fhir_version.c.last_updated,
+    fhir_version.c.method,
+    fhir_version.c.body,
+)
+
+
+def _version(row: Any) -> VersionRow:
+    return VersionRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+def history(
+    conn: Connection,
+    *,
+    res_type: str | None = None,
+    res_id: str | None = None,
+    version: int | None = None,
+    since: datetime | None = None,
+    at: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[VersionRow]:
+    """Versions newest first, optionally of one type, one resource, or one version of it."""
+    stmt = select(*_VERSION_COLUMNS).select_from(
+        fhir_version.join(fhir_resource, fhir_resource.c.resource_pk == fhir_version.c.resource_pk)
+    )
+    stmt = stmt.where(*_history_filter(res_type, res_id, version, since, at))
+    stmt = stmt.order_by(fhir_version.c.last_updated.desc(), fhir_version.c.version.desc())
+    return [_version(r) for r in conn.execute(stmt.limit(limit).offset(offset))]
+
+
+def count_versions(
+    conn: Connection,
+    *,
+    res_type: str | None = None,
+    res_id: str | None = None,
+    since: datetime | None = None,
+    at: datetime | None = None,
+) -> int:
+    stmt = (
+        select(func.count())
+        .select_from(
+            fhir_version.join(
+                fhir_resource, fhir_resource.c.resource_pk == fhir_version.c.resource_pk
+            )
+        )
+        .where(*_history_filter(res_type, res_id, None, since, at))
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def _history_filter(
+    res_type: str | None,
+    res_id: str | None,
+    version: int | None,
+    since: datetime | None,
+    at: datetime | None,
+) -> list[Any]:
+    where: list[Any] = []
+    if res_type is not None:
+        where.append(fhir_version.c.res_type == res_type)
+    if res_id is not None:
+        where.append(fhir_resource.c.res_id == res_id)
+    if version is not None:
+        where.append(fhir_version.c.version == version)
+    if since is not None:
+        where.append(fhir_version.c.last_updated >= since)
+    if at is not None:
+        where.append(fhir_version.c.last_updated <= at)
+    return where
