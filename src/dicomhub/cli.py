@@ -20,7 +20,7 @@ from dicomhub.bootstrap import build_services, prepare_storage
 from dicomhub.config import CONFIG_ENV, Settings
 from dicomhub.context import Origin, RequestContext
 from dicomhub.errors import DicomhubError
-from dicomhub.services.store import StoreStatus
+from dicomhub.services.store import InstanceOutcome, StoreService, StoreStatus
 
 __all__ = ["app", "main"]
 
@@ -171,6 +171,38 @@ def _files(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
+# Files stored per index transaction: one commit (and one directory fsync) per chunk.
+_IMPORT_BATCH = 32
+
+
+def _store_chunk(
+    store: StoreService, ctx: RequestContext, paths: list[Path]
+) -> list[tuple[Path, InstanceOutcome | str]]:
+    """Store files as one batch, like a multipart STOW; unreadable files are reported by name."""
+    batch = store.begin(ctx)
+    stored: list[Path] = []
+    results: list[tuple[Path, InstanceOutcome | str]] = []
+    try:
+        for path in paths:
+            writer = batch.part()
+            try:
+                with path.open("rb") as fh:
+                    while chunk := fh.read(1024 * 1024):
+                        writer.write(chunk)
+            except OSError as exc:
+                writer.abort()
+                results.append((path, f"cannot read: {exc.strerror or exc}"))
+                continue
+            batch.add(writer)
+            stored.append(path)
+        outcome = batch.commit()
+    except BaseException:
+        batch.abort()
+        raise
+    results.extend(zip(stored, outcome.instances, strict=True))
+    return results
+
+
 @app.command("import")
 def import_(
     paths: Annotated[
@@ -201,23 +233,21 @@ def import_(
             console=console,
         ) as progress:
             task = progress.add_task("import", total=len(files), current="")
-            for path in files:
-                progress.update(task, current=path.name[-40:])
-                try:
-                    with path.open("rb") as fh:
-                        outcome = services.store.store_file(ctx, fh)
-                except OSError as exc:
-                    counts["failed"] += 1
-                    failures.append((path, f"cannot read: {exc.strerror or exc}"))
-                else:
-                    if outcome.status is StoreStatus.ALREADY_STORED:
+            for start in range(0, len(files), _IMPORT_BATCH):
+                chunk = files[start : start + _IMPORT_BATCH]
+                progress.update(task, current=chunk[-1].name[-40:])
+                for path, result in _store_chunk(services.store, ctx, chunk):
+                    if isinstance(result, str):
+                        counts["failed"] += 1
+                        failures.append((path, result))
+                    elif result.status is StoreStatus.ALREADY_STORED:
                         counts["already present"] += 1
-                    elif outcome.stored:
+                    elif result.stored:
                         counts["stored"] += 1
                     else:
                         counts["failed"] += 1
-                        failures.append((path, outcome.message))
-                progress.advance(task)
+                        failures.append((path, result.message))
+                progress.advance(task, len(chunk))
     finally:
         services.close()
     table = Table(title="import summary")
