@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicomhub.dicom.attributes import MATCHABLE, Level, level_of_tag
@@ -23,7 +23,7 @@ from dicomhub.dicom.frames import (
     trailing_problem,
 )
 from dicomhub.dicom.json_model import BulkUri, dataset_to_json, tag_key
-from dicomhub.dicom.validate import Finding, Severity, check_identity
+from dicomhub.dicom.validate import REQUIRED_UIDS, Finding, Severity, check_identity
 
 __all__ = ["NotDicom", "ParsedInstance", "missing_part10_header", "parse_part10"]
 
@@ -32,6 +32,26 @@ _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _EXPLICIT_BE = "1.2.840.10008.1.2.2"
 # Attributes computed by the server; never read from an instance.
 _NOT_FROM_INSTANCE = {"ModalitiesInStudy", "SOPClassesInStudy"}
+
+
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    return int(tag)
+
+
+_TAGS = {
+    keyword: _tag(keyword)
+    for keyword in (
+        *MATCHABLE,
+        "NumberOfFrames",
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "BitsAllocated",
+        "PhotometricInterpretation",
+    )
+}
 
 
 class NotDicom(ValueError):
@@ -86,13 +106,17 @@ def parse_part10(fp: BinaryIO, file_size: int, bulk_uri: BulkUri) -> ParsedInsta
         except Exception as exc:
             raise NotDicom(f"deflated data set cannot be inflated: {exc}") from exc
 
-    uids, identity = check_identity(ds, meta)
+    metadata, problems = dataset_to_json(ds, bulk_uri)
+    findings.extend(Finding(Severity.WARNING, p) for p in problems)
+    # Everything below reads the JSON just built: converting the same elements again through
+    # pydicom (ds.get) costs more than building the JSON did.
+    uids, identity = check_identity({kw: _first(metadata, kw) for kw in REQUIRED_UIDS}, meta)
     findings.extend(identity)
 
     frames: FrameIndex | None = None
-    number_of_frames = _int(ds, "NumberOfFrames", 1) or 1
+    number_of_frames = _number(_first(metadata, "NumberOfFrames"), 1) or 1
     if not deflated and fp.tell() < file_size:
-        layout = _layout(ds, transfer_syntax, number_of_frames)
+        layout = _layout(ds, metadata, transfer_syntax, number_of_frames)
         try:
             frames = read_frame_index(fp, file_size, layout)
         except PixelDataError as exc:
@@ -106,8 +130,6 @@ def parse_part10(fp: BinaryIO, file_size: int, bulk_uri: BulkUri) -> ParsedInsta
                     Finding(Severity.WARNING, f"frames not indexed: {frames.problem}", "PixelData")
                 )
 
-    metadata, problems = dataset_to_json(ds, bulk_uri)
-    findings.extend(Finding(Severity.WARNING, p) for p in problems)
     if frames is not None:
         metadata[tag_key(frames.tag)] = {
             "vr": frames.vr,
@@ -122,7 +144,7 @@ def parse_part10(fp: BinaryIO, file_size: int, bulk_uri: BulkUri) -> ParsedInsta
         sop_class_uid=uids.get("SOPClassUID", ""),
         transfer_syntax=transfer_syntax,
         metadata=metadata,
-        index=_index_values(ds, findings),
+        index=_index_values(metadata, findings),
         level_json=_split_levels(metadata),
         frames=frames,
         number_of_frames=number_of_frames,
@@ -182,63 +204,73 @@ def _cut_pixel_header(ds: Dataset, fp: BinaryIO, file_size: int) -> list[Finding
     return []
 
 
-def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
+def _first(metadata: dict[str, Any], keyword: str) -> Any:
+    """The first value of a top-level attribute of the DICOM JSON; a PN as its DICOM string."""
+    element = metadata.get(tag_key(_TAGS[keyword]))
+    values = element.get("Value") if element else None
+    if not values:
+        return None
+    value = values[0]
+    if isinstance(value, dict):  # PN: {"Alphabetic": ..., "Ideographic": ..., "Phonetic": ...}
+        groups = [str(value.get(g, "")) for g in ("Alphabetic", "Ideographic", "Phonetic")]
+        while groups and not groups[-1]:
+            groups.pop()
+        return "=".join(groups) or None
+    return value
+
+
+def _number(value: Any, default: int | None) -> int | None:
     try:
-        value = ds.get(keyword)
-        if isinstance(value, MultiValue | list):
-            value = value[0] if value else None
         return int(value) if value not in (None, "") else default
-    except Exception:  # noqa: BLE001 - a malformed number counts as absent
+    except (TypeError, ValueError):
         return default
 
 
-def _layout(ds: Dataset, transfer_syntax: str, number_of_frames: int) -> PixelLayout:
+def _layout(
+    ds: Dataset, metadata: dict[str, Any], transfer_syntax: str, number_of_frames: int
+) -> PixelLayout:
     implicit, little = ds.original_encoding
     offsets = lengths = None
-    try:
-        eot = ds.get("ExtendedOffsetTable")
-        eotl = ds.get("ExtendedOffsetTableLengths")
-        if eot and eotl:
+    if 0x7FE00001 in ds and 0x7FE00002 in ds:
+        try:
+            eot = ds[0x7FE00001].value
+            eotl = ds[0x7FE00002].value
             offsets = struct.unpack(f"<{len(eot) // 8}Q", eot)
             lengths = struct.unpack(f"<{len(eotl) // 8}Q", eotl)
-    except Exception:  # noqa: BLE001 - a broken table is ignored; fragments are scanned instead
-        offsets = lengths = None
+        except Exception:  # noqa: BLE001 - a broken table is ignored; fragments are scanned instead
+            offsets = lengths = None
     return PixelLayout(
         transfer_syntax=transfer_syntax,
         implicit_vr=bool(implicit),
         little_endian=little is not False,
-        rows=_int(ds, "Rows", 0) or 0,
-        columns=_int(ds, "Columns", 0) or 0,
-        samples_per_pixel=_int(ds, "SamplesPerPixel", 1) or 1,
-        bits_allocated=_int(ds, "BitsAllocated", 0) or 0,
+        rows=_number(_first(metadata, "Rows"), 0) or 0,
+        columns=_number(_first(metadata, "Columns"), 0) or 0,
+        samples_per_pixel=_number(_first(metadata, "SamplesPerPixel"), 1) or 1,
+        bits_allocated=_number(_first(metadata, "BitsAllocated"), 0) or 0,
         number_of_frames=number_of_frames,
-        photometric=str(ds.get("PhotometricInterpretation", "") or "").strip(),
+        photometric=str(_first(metadata, "PhotometricInterpretation") or "").strip(),
         extended_offsets=offsets,
         extended_lengths=lengths,
     )
 
 
-def _index_values(ds: Dataset, findings: list[Finding]) -> dict[str, str | int | None]:
+def _index_values(metadata: dict[str, Any], findings: list[Finding]) -> dict[str, str | int | None]:
     values: dict[str, str | int | None] = {}
     for keyword, attr in MATCHABLE.items():
         if keyword in _NOT_FROM_INSTANCE:
             continue
-        try:
-            elem = ds.get(attr.tag)
-            value = None if elem is None or elem.is_empty else elem.value
-            if isinstance(value, MultiValue | list):
-                value = value[0] if value else None
-            if value is None:
-                values[keyword] = None
-            elif attr.vr == "IS":
-                values[keyword] = int(value)
-            else:
-                values[keyword] = str(value).strip().rstrip("\x00") or None
-        except Exception as exc:  # noqa: BLE001 - the value stays in the file, just not searchable
+        value = _first(metadata, keyword)
+        if value is None:
             values[keyword] = None
-            findings.append(
-                Finding(Severity.WARNING, f"{keyword} is not searchable: {exc}", keyword)
-            )
+        elif attr.vr == "IS":
+            number = _number(value, None)
+            if number is None:
+                findings.append(
+                    Finding(Severity.WARNING, f"{keyword} '{value}' is not searchable", keyword)
+                )
+            values[keyword] = number
+        else:
+            values[keyword] = str(value).strip().rstrip("\x00") or None
     return values
 
 

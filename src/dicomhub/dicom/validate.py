@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import FileMetaDataset
 
 from dicomhub.dicom.uid import uid_problem
 
@@ -27,24 +28,20 @@ class Finding:
     attribute: str | None = None
 
 
-def _text(ds: Dataset, keyword: str) -> str | None:
-    try:
-        value = ds.get(keyword)
-    except Exception:  # noqa: BLE001 - an unreadable value counts as missing
-        return None
+def _text(value: object) -> str | None:
     if value is None:
         return None
     return str(value).strip().rstrip("\x00")
 
 
 def check_identity(
-    ds: Dataset, meta: FileMetaDataset | None
+    found: Mapping[str, object], meta: FileMetaDataset | None
 ) -> tuple[dict[str, str], list[Finding]]:
-    """The four identifying UIDs and the findings about them and the File Meta Information."""
+    """The four identifying UIDs (`found`: keyword → value) and the findings about them."""
     uids: dict[str, str] = {}
     findings: list[Finding] = []
     for keyword in REQUIRED_UIDS:
-        value = _text(ds, keyword)
+        value = _text(found.get(keyword))
         if not value:
             findings.append(Finding(Severity.ERROR, f"{keyword} is missing or empty", keyword))
             continue
@@ -58,7 +55,7 @@ def check_identity(
             ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
             ("MediaStorageSOPClassUID", "SOPClassUID"),
         ):
-            meta_value = _text(meta, meta_kw)
+            meta_value = _text(meta.get(meta_kw))
             if meta_value and ds_kw in uids and meta_value != uids[ds_kw]:
                 findings.append(
                     Finding(
