@@ -49,6 +49,7 @@ COMMON_CODES = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source
 UNSUPPORTED_TYPES = ("composite", "special")
 # The one extra (R5-style) parameter: DiagnosticReport.imagingStudy as `study`.
 EXTRA_IDS = ("DiagnosticReport-study",)
+R5_STUDY = "http://hl7.org/fhir/SearchParameter/DiagnosticReport-study"
 
 Entry = tuple[str, str, tuple[str, ...], str, str, bool]
 
@@ -125,7 +126,8 @@ def _entry(param: dict[str, Any], resource_type: str, *, extra: bool) -> Entry:
         param["type"],
         expression,
         tuple(param.get("target", ())),
-        param["url"],
+        # the extra is R5's own parameter (same name, same path): give R5's canonical URL
+        R5_STUDY if extra else param["url"],
         describe(param.get("description", ""), resource_type),
         extra,
     )

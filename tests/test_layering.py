@@ -89,6 +89,7 @@ FHIR_SERVICES = (
     "dicomhub.fhir.validation",
     "dicomhub.fhir.capability",
     "dicomhub.fhir.search_service",
+    "dicomhub.fhir.searchset",
 )
 
 LAYERS = [

@@ -18,6 +18,7 @@ from dicomhub.dicomweb.responses import JSONResponse
 from dicomhub.dicomweb.routes import changefeed, delete, qido, stow, wado
 from dicomhub.fhir.api import errors as fhir_errors
 from dicomhub.fhir.api import routes as fhir_routes
+from dicomhub.fhir.api import search_routes as fhir_search_routes
 
 __all__ = ["DICOMWEB_PREFIXES", "create_app", "create_app_from_env"]
 
@@ -54,6 +55,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     app.include_router(fhir_routes.router, prefix="/fhir", tags=["FHIR"])
+    # after the FHIR routes: GET /fhir/{type} must not shadow /fhir/metadata or /fhir/_history
+    app.include_router(fhir_search_routes.router, prefix="/fhir", tags=["FHIR"])
     for prefix in DICOMWEB_PREFIXES:
         for module in (stow, qido, wado, delete, changefeed):
             app.include_router(module.router, prefix=prefix)

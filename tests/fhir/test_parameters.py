@@ -139,7 +139,7 @@ def test_study_is_the_documented_extra() -> None:
     assert study.type is ParamType.REFERENCE
     assert study.expression == "DiagnosticReport.imagingStudy"
     assert study.targets == ("ImagingStudy",)
-    assert study.url == "https://medplum.com/fhir/SearchParameter/DiagnosticReport-study"
+    assert study.url == "http://hl7.org/fhir/SearchParameter/DiagnosticReport-study"
     assert study.extra
     assert [p.code for p in EVERY_PARAM if p.extra] == ["study"]
 

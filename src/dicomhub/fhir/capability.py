@@ -13,6 +13,7 @@ from dicomhub.fhir.search.parameters import (
     SearchParam,
     search_params,
 )
+from dicomhub.fhir.search.values import MODIFIERS as SEARCH_MODIFIERS
 
 __all__ = ["capability_statement"]
 
@@ -26,16 +27,8 @@ _INTERACTIONS = [
     "create",
     "search-type",
 ]
-# Modifiers per parameter type, as the search implementation accepts them.
-MODIFIERS: dict[ParamType, tuple[str, ...]] = {
-    ParamType.STRING: ("missing", "exact", "contains"),
-    ParamType.TOKEN: ("missing", "not", "text", "of-type"),
-    ParamType.DATE: ("missing",),
-    ParamType.NUMBER: ("missing",),
-    ParamType.QUANTITY: ("missing",),
-    ParamType.URI: ("missing", "below", "above"),
-    ParamType.REFERENCE: ("missing", "identifier", "[type]"),
-}
+# Modifiers per parameter type: the table the search parser enforces (fhir/search/values.py).
+MODIFIERS: dict[ParamType, tuple[str, ...]] = SEARCH_MODIFIERS
 
 
 def _param(p: SearchParam) -> dict[str, Any]:

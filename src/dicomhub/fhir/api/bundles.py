@@ -58,6 +58,7 @@ def history_bundle(
         "id": str(uuid.uuid4()),
         "type": "history",
         "total": total,
-        "link": page_links(url, offset, count, total, offset + len(rows) < total),
+        # _count=0 asks for the total only: no next page, which would be this one again.
+        "link": page_links(url, offset, count, total, count > 0 and offset + len(rows) < total),
         "entry": entries,
     }

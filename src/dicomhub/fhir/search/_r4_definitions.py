@@ -596,7 +596,7 @@ PARAMETERS: dict[str, dict[str, tuple[str, str, tuple[str, ...], str, str, bool]
             "reference",
             "DiagnosticReport.imagingStudy",
             ("ImagingStudy",),
-            "https://medplum.com/fhir/SearchParameter/DiagnosticReport-study",
+            "http://hl7.org/fhir/SearchParameter/DiagnosticReport-study",
             "Studies associated with the diagnostic report",
             True,
         ),

@@ -33,6 +33,7 @@ from dicomhub.fhir.search.normalize import (
 )
 from dicomhub.fhir.search.parameters import ParamType, SearchParam, search_params
 from dicomhub.fhir.search.rows import (
+    OF_TYPE,
     DateRow,
     IndexRows,
     NumberRow,
@@ -41,6 +42,7 @@ from dicomhub.fhir.search.rows import (
     StringRow,
     TokenRow,
     UriRow,
+    of_type_key,
 )
 
 __all__ = [
@@ -365,6 +367,11 @@ def _token_identifier(code: str, value: Any, out: IndexRows) -> None:
     )
     if row.system is not None or row.code is not None or row.text is not None:
         out.tokens.append(row)
+    if kind and row.code is not None:  # `:of-type` rows (see rows.OF_TYPE)
+        for coding in kind.get("coding") or ():
+            if coding.get("code") is not None:
+                key = of_type_key(coding.get("system"), coding["code"])
+                out.tokens.append(TokenRow(code + OF_TYPE, key, row.code))
 
 
 def _token_contact(code: str, value: Any, out: IndexRows) -> None:

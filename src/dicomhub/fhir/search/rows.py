@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
+    "OF_TYPE",
     "DateRow",
     "IndexRows",
     "NumberRow",
@@ -17,7 +18,18 @@ __all__ = [
     "StringRow",
     "TokenRow",
     "UriRow",
+    "of_type_key",
 ]
+
+# Token `:of-type` (R4 3.1.1.5.x) needs an Identifier's type coding next to its value: such
+# rows go under the pseudo parameter `<code>:of-type` (no real code contains a colon) with
+# system = of_type_key(type system, type code) and code = the identifier's value.
+OF_TYPE = ":of-type"
+
+
+def of_type_key(system: str | None, code: str | None) -> str:
+    """The `system` column of an :of-type row: the type coding as `system|code`."""
+    return f"{system or ''}|{code or ''}"
 
 
 @dataclass(frozen=True, slots=True)
