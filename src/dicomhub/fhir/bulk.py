@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -68,12 +69,63 @@ def read_resources(path: Path) -> Iterator[tuple[str, Any]]:
         yield path.name, ValueError(f"not JSON: {exc}")
         return
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-        for i, entry in enumerate(data.get("entry") or []):
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if resource is not None:
-                yield f"{path.name} entry {i}", resource
+        yield from _bundle_resources(path.name, data)
     else:
         yield path.name, data
+
+
+def _bundle_resources(name: str, bundle: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """The resources of a Bundle's entries, with references to other entries' fullUrl
+    (`urn:uuid:...`, absolute URLs) rewritten to `Type/id`, as a transaction would do.
+
+    A resource without an id takes the one of its `urn:uuid:` fullUrl or PUT url, or a new one
+    when its entry is a POST (a create lets the server choose).
+    """
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        yield name, ValueError("Bundle.entry is not a list")
+        return
+    found: list[tuple[str, Any]] = []
+    ids: dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if resource is None:
+            continue  # DELETE or GET entries: nothing to load
+        where = f"{name} entry {i}"
+        if isinstance(resource, dict) and not isinstance(resource.get("id"), str):
+            given = _entry_id(entry)
+            if given is not None:
+                resource = {**resource, "id": given}
+        full_url = entry.get("fullUrl")
+        if (
+            isinstance(resource, dict)
+            and isinstance(full_url, str)
+            and isinstance(resource.get("id"), str)
+            and isinstance(resource.get("resourceType"), str)
+        ):
+            ids[full_url] = f"{resource['resourceType']}/{resource['id']}"
+        found.append((where, resource))
+    if ids:
+        for _, resource in found:
+            rewrite_references(resource, ids.get)
+    yield from found
+
+
+def _entry_id(entry: dict[str, Any]) -> str | None:
+    full_url = entry.get("fullUrl")
+    if isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+        return full_url.removeprefix("urn:uuid:")
+    request = entry.get("request")
+    url = request.get("url") if isinstance(request, dict) else None
+    if not isinstance(request, dict) or not isinstance(url, str):
+        return None
+    method = str(request.get("method", "")).upper()
+    path = url.split("?", 1)[0].strip("/").split("/")
+    if method == "PUT" and len(path) == 2:
+        return path[1]
+    if method == "POST" and "?" not in url:
+        return str(uuid.uuid4())
+    return None
 
 
 def _prepare(item: tuple[Any, str]) -> tuple[Any, IndexRows | None, str | None]:
@@ -103,7 +155,7 @@ class BulkLoader:
         progress: Callable[[int], None] = lambda n: None,
     ) -> LoadReport:
         report = LoadReport()
-        items = list(sources)
+        items = _last_occurrences(list(sources), progress)
         order = {t: i for i, t in enumerate(_FIRST)}
         items.sort(key=lambda it: order.get(_type_of(it[1]), len(order)))
         pool = ProcessPoolExecutor(self.workers) if self.workers > 1 else None
@@ -138,6 +190,9 @@ class BulkLoader:
                 continue
             resource["meta"] = {**(resource.get("meta") or {}), "lastUpdated": stamped}
             ready.append((where, resource))
+        # the batch's own identifiers first: a reference may name a resource loaded beside it
+        for _, resource in ready:
+            self._remember(resource)
         with self.service.db.read() as conn:
             for _, resource in ready:
                 self._resolve(conn, resource, report)
@@ -155,7 +210,6 @@ class BulkLoader:
             self.service.db.write(lambda conn: self._write(conn, good, now))
         for resource, _ in good:
             report.loaded[resource["resourceType"]] += 1
-            self._remember(resource)
 
     def _write(
         self, conn: Connection, good: list[tuple[dict[str, Any], IndexRows]], now: datetime
@@ -169,12 +223,10 @@ class BulkLoader:
             for rid, row in store.find_many(conn, t, ids).items()
         }
         versions = []
-        seen: dict[tuple[str, str], int] = {}
         for resource, rows in good:
             key = (resource["resourceType"], resource["id"])
             row = current.get(key)
-            version = seen.get(key, row.version if row is not None else 0) + 1
-            seen[key] = version
+            version = (row.version if row is not None else 0) + 1
             resource["meta"]["versionId"] = str(version)
             versions.append(
                 NewVersion(
@@ -188,9 +240,7 @@ class BulkLoader:
                     pk=row.pk if row is not None else None,
                 )
             )
-        # A resource twice in one batch: keep its last version only (one row per logical id).
-        last = {(v.res_type, v.res_id): v for v in versions}
-        store.write_versions(conn, list(last.values()))
+        store.write_versions(conn, versions)
 
     def _remember(self, resource: dict[str, Any]) -> None:
         for ident in resource.get("identifier") or []:
@@ -220,6 +270,27 @@ class BulkLoader:
             return f"{target}/{known}"
 
         rewrite_references(resource, replace)
+
+
+def _last_occurrences(
+    items: list[tuple[str, Any]], progress: Callable[[int], None]
+) -> list[tuple[str, Any]]:
+    """A resource twice in one load is written once, as its last occurrence (one version),
+    as a bulk upsert does; the earlier ones count as done for the progress bar."""
+    last: dict[tuple[str, str], int] = {}
+    for index, (_, resource) in enumerate(items):
+        if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+            last[(_type_of(resource), resource["id"])] = index
+    kept = [
+        item
+        for index, item in enumerate(items)
+        if not isinstance(item[1], dict)
+        or not isinstance(item[1].get("id"), str)
+        or last[(_type_of(item[1]), item[1]["id"])] == index
+    ]
+    if len(kept) < len(items):
+        progress(len(items) - len(kept))
+    return kept
 
 
 def _type_of(resource: Any) -> str:

@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 
+_MAX_VERSION = 2**31 - 1
+
+
 class Matcher(Protocol):
     """Finds the current resources a search query matches, inside the caller's transaction."""
 
@@ -91,7 +94,12 @@ class FhirService:
     def read(self, ctx: RequestContext, res_type: str, res_id: str) -> ResourceRow:
         self.check_type(res_type)
         with self.db.read() as conn:
-            row = store.find(conn, res_type, res_id)
+            return self.read_in(conn, res_type, res_id)
+
+    def read_in(self, conn: Connection, res_type: str, res_id: str) -> ResourceRow:
+        """Read inside `conn`'s transaction (also used by GET entries of Bundles)."""
+        self.check_type(res_type)
+        row = store.find(conn, res_type, res_id)
         if row is None:
             raise NotFound(f"{res_type}/{res_id} is not known")
         if row.deleted:
@@ -101,7 +109,13 @@ class FhirService:
     def vread(self, ctx: RequestContext, res_type: str, res_id: str, version: int) -> VersionRow:
         self.check_type(res_type)
         with self.db.read() as conn:
-            rows = store.history(conn, res_type=res_type, res_id=res_id, version=version, limit=1)
+            return self.vread_in(conn, res_type, res_id, version)
+
+    def vread_in(self, conn: Connection, res_type: str, res_id: str, version: int) -> VersionRow:
+        self.check_type(res_type)
+        if version > _MAX_VERSION:  # beyond the column's range: no such version (not a 500)
+            raise NotFound(f"{res_type}/{res_id} has no version {version}")
+        rows = store.history(conn, res_type=res_type, res_id=res_id, version=version, limit=1)
         if not rows:
             raise NotFound(f"{res_type}/{res_id} has no version {version}")
         if rows[0].body is None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import decimal
 import re
+import types
+import typing
 from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.domainresource import DomainResource
 from pydantic import ValidationError
 
 from dicomhub.errors import InvalidInput, Unprocessable
+from dicomhub.fhir.search.parameters import ALL_RESOURCE_TYPES
 
 __all__ = ["ID_PATTERN", "check_id", "validate_resource"]
 
@@ -17,12 +22,28 @@ __all__ = ["ID_PATTERN", "check_id", "validate_resource"]
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
+# The JSON keys of DomainResource's own elements (id, meta, text, contained, extension...).
+_DOMAIN_KEYS = frozenset(
+    key
+    for name, info in DomainResource.model_fields.items()
+    if name != "fhir_comments"
+    for key in (info.alias or name,)
+)
+
+
 @cache
 def _model(resource_type: str) -> Any:
+    """The R4B model of an R4 resource type; None for anything else (data types, R4B-only types).
+
+    The R4 types that R4B dropped (MedicinalProduct..., EffectEvidenceSynthesis...) have no
+    model: DomainResource stands in for them, checking their common elements only.
+    """
+    if resource_type not in ALL_RESOURCE_TYPES:
+        return None
     try:
         return get_fhir_model_class(resource_type)
-    except KeyError:
-        return None
+    except (KeyError, ValueError):
+        return DomainResource
 
 
 def check_id(resource_type: str, resource_id: str) -> str:
@@ -63,7 +84,10 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> str:
             raise Unprocessable("id must be a string", locations=(f"{resource_type}.id",))
         check_id(resource_type, resource["id"])
     try:
-        model.model_validate(resource)
+        if model is DomainResource:
+            model.model_validate({k: v for k, v in resource.items() if k in _DOMAIN_KEYS})
+        else:
+            model.model_validate(resource)
     except ValidationError as exc:
         problems = []
         locations = []
@@ -72,7 +96,78 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> str:
             locations.append(path)
             problems.append(f"{path}: {err.get('msg', 'invalid')}")
         raise Unprocessable("; ".join(problems), locations=tuple(locations)) from None
+    wrong = _json_kinds(resource, model, resource_type, [])
+    if wrong:
+        raise Unprocessable(
+            "; ".join(f"{path}: a JSON {kind} is required" for path, kind in wrong[:20]),
+            locations=tuple(path for path, _ in wrong[:20]),
+        )
     return resource_type
+
+
+# --- JSON primitive kinds ---------------------------------------------------------------------
+# The models coerce like Pydantic's lax mode ("yes" -> true, "3" -> 3) and the store keeps the
+# JSON it was sent, so the JSON kinds of boolean, integer and decimal elements are checked here
+# (R4 2.6.2: they are JSON true/false and numbers, never strings).
+
+_Fields = dict[str, tuple[str, Any]]  # JSON key -> (kind, model of a complex element)
+
+
+@cache
+def _fields(model: Any) -> _Fields:
+    out: _Fields = {}
+    for name, info in model.model_fields.items():
+        kind, child = _kind(info.annotation)
+        if kind:
+            out[info.alias or name] = (kind, child)
+    return out
+
+
+def _kind(annotation: Any) -> tuple[str, Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _kind(args[0]) if len(args) == 1 else ("", None)
+    if origin in (list, typing.Annotated):
+        return _kind(typing.get_args(annotation)[0])
+    if annotation is bool:
+        return "boolean", None
+    if annotation is int:
+        return "integer", None
+    if annotation is decimal.Decimal:
+        return "decimal", None
+    get_model = getattr(annotation, "get_model_klass", None)
+    if get_model is not None:
+        return "object", get_model()
+    return "", None
+
+
+def _json_kinds(
+    value: dict[str, Any], model: Any, path: str, wrong: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    fields = _fields(model)
+    for key, item in value.items():
+        found = fields.get(key)
+        if found is None:
+            continue
+        kind, child = found
+        items = item if isinstance(item, list) else [item]
+        for i, element in enumerate(items):
+            where = f"{path}.{key}" + (f"[{i}]" if isinstance(item, list) else "")
+            if kind == "object":
+                if isinstance(element, dict):
+                    target = child
+                    if child.__name__ in ("Resource", "DomainResource"):  # contained, entry
+                        target = _model(str(element.get("resourceType"))) or child
+                    _json_kinds(element, target, where, wrong)
+            elif kind == "boolean":
+                if not isinstance(element, bool) and element is not None:
+                    wrong.append((where, kind))
+            elif (
+                not isinstance(element, int | float) or isinstance(element, bool)
+            ) and element is not None:
+                wrong.append((where, "number"))
+    return wrong
 
 
 def _fhirpath(resource_type: str, loc: tuple[Any, ...]) -> str:
