@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import parse_qsl, urlencode
 
 from anyio import to_thread
 from fastapi import APIRouter, Request
@@ -118,6 +119,18 @@ async def create(
         )
     fhir.service.check_type(res_type)
     condition = request.headers.get("if-none-exist")
+    # `POST Type?identifier=..`: the conditional create of fhirpy's get_or_create and of
+    # Aidbox; ignoring the query would store a duplicate the client thinks it avoided.
+    items = [
+        (k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")
+    ]
+    if (
+        items
+        and condition is not None
+        and parse_qsl(condition.lstrip("?"), keep_blank_values=True) != items
+    ):
+        raise InvalidInput("different conditions in If-None-Exist and in the URL: give one")
+    condition = condition or urlencode(items) or None
     w = await to_thread.run_sync(
         lambda: fhir.service.create(ctx, resource, if_none_exist=condition)
     )
