@@ -334,62 +334,65 @@ ENCOUNTER_DATE = _dates(lambda e: e.get("period"))
 AUTHORED = _dates(lambda m: m.get("authoredOn"))
 PERFORMED = _dates(lambda p: p.get("performedDateTime") or p.get("performedPeriod"))
 
-DATE_CASES = st.one_of(
-    date_cases("Patient", "birthdate", BIRTH, _real("Patient", lambda p: p.get("birthDate"))),
-    date_cases(
+DATE_BY_TYPE: dict[str, st.SearchStrategy[Case]] = {
+    "Patient": date_cases(
+        "Patient", "birthdate", BIRTH, _real("Patient", lambda p: p.get("birthDate"))
+    ),
+    "Condition": date_cases(
         "Condition", "onset-date", ONSET, _real("Condition", lambda c: c.get("onsetDateTime"))
     ),
-    date_cases("Encounter", "date", ENCOUNTER_DATE, _real("Encounter", lambda e: e.get("period"))),
-    date_cases(
+    "Encounter": date_cases(
+        "Encounter", "date", ENCOUNTER_DATE, _real("Encounter", lambda e: e.get("period"))
+    ),
+    "MedicationRequest": date_cases(
         "MedicationRequest",
         "authoredon",
         AUTHORED,
         _real("MedicationRequest", lambda m: m.get("authoredOn")),
     ),
-    date_cases(
+    "Procedure": date_cases(
         "Procedure", "date", PERFORMED, _real("Procedure", lambda p: p.get("performedPeriod"))
     ),
-)
+}
+DATE_CASES = st.one_of(*DATE_BY_TYPE.values())
 
-TOKEN_CASES = st.one_of(
-    token_cases("Patient", "gender", lambda p: _list(p.get("gender")), []),
-    token_cases("Condition", "code", lambda c: [c.get("code")], [SNOMED]),
-    token_cases(
+TOKEN_BY_TYPE: dict[str, st.SearchStrategy[Case]] = {
+    "Patient": token_cases("Patient", "gender", lambda p: _list(p.get("gender")), []),
+    "Condition": token_cases("Condition", "code", lambda c: [c.get("code")], [SNOMED])
+    | token_cases(
         "Condition",
         "clinical-status",
         lambda c: [c.get("clinicalStatus")],
         ["http://terminology.hl7.org/CodeSystem/condition-clinical"],
     ),
-    token_cases(
+    "Encounter": token_cases(
         "Encounter",
         "class",
         lambda e: [e.get("class")],
         ["http://terminology.hl7.org/CodeSystem/v3-ActCode"],
-    ),
-    token_cases("Encounter", "type", lambda e: _list(e.get("type")), [SNOMED]),
-    token_cases(
+    )
+    | token_cases("Encounter", "type", lambda e: _list(e.get("type")), [SNOMED]),
+    "MedicationRequest": token_cases(
         "MedicationRequest",
         "code",
         lambda m: [m.get("medicationCodeableConcept")],
         ["http://www.nlm.nih.gov/research/umls/rxnorm"],
-    ),
-    token_cases("MedicationRequest", "status", lambda m: _list(m.get("status")), []),
-    token_cases("Procedure", "code", lambda p: [p.get("code")], [SNOMED]),
-)
+    )
+    | token_cases("MedicationRequest", "status", lambda m: _list(m.get("status")), []),
+    "Procedure": token_cases("Procedure", "code", lambda p: [p.get("code")], [SNOMED]),
+}
+TOKEN_CASES = st.one_of(*TOKEN_BY_TYPE.values())
 
 
 @st.composite
-def reference_cases(draw: st.DrawFn) -> Case:
-    res_type, code = draw(
-        st.sampled_from(
-            [
-                ("Condition", "patient"),
-                ("Encounter", "subject"),
-                ("MedicationRequest", "subject"),
-                ("Procedure", "patient"),
-            ]
-        )
-    )
+def reference_cases(draw: st.DrawFn, only: str | None = None) -> Case:
+    choices = [
+        ("Condition", "patient"),
+        ("Encounter", "subject"),
+        ("MedicationRequest", "subject"),
+        ("Procedure", "patient"),
+    ]
+    res_type, code = draw(st.sampled_from([c for c in choices if only in (None, c[0])]))
     patient = draw(st.sampled_from(sorted(by_id("Patient"))))
     value = draw(st.sampled_from([f"Patient/{patient}", patient]))
     return res_type, [(code, value)], lambda r: ref_id(r.get("subject"), "Patient") == patient
@@ -403,18 +406,15 @@ def _target_matches(
 
 
 @st.composite
-def chain_cases(draw: st.DrawFn) -> Case:
+def chain_cases(draw: st.DrawFn, only: str | None = None) -> Case:
     """`Condition?patient.birthdate=…` and the like: the oracle evaluates the inner search."""
-    res_type, code = draw(
-        st.sampled_from(
-            [
-                ("Condition", "patient"),
-                ("Encounter", "subject:Patient"),
-                ("Procedure", "patient"),
-                ("MedicationRequest", "patient"),
-            ]
-        )
-    )
+    choices = [
+        ("Condition", "patient"),
+        ("Encounter", "subject:Patient"),
+        ("Procedure", "patient"),
+        ("MedicationRequest", "patient"),
+    ]
+    res_type, code = draw(st.sampled_from([c for c in choices if only in (None, c[0])]))
     inner = draw(
         date_cases("Patient", "birthdate", BIRTH, _real("Patient", lambda p: p.get("birthDate")))
         | token_cases("Patient", "gender", lambda p: _list(p.get("gender")), [])
@@ -443,8 +443,9 @@ def has_cases(draw: st.DrawFn) -> Case:
     )
     source_type, ((name, value),) = inner[0], inner[1]
     code = draw(st.sampled_from(["patient", "subject"]))
+    matching = expected(inner)
     referred = {
-        ref_id(r.get("subject"), "Patient") for r in DATA[source_type] if r["id"] in expected(inner)
+        ref_id(r.get("subject"), "Patient") for r in DATA[source_type] if r["id"] in matching
     }
     return "Patient", [(f"_has:{source_type}:{code}:{name}", value)], lambda p: p["id"] in referred
 
@@ -454,13 +455,10 @@ def combined_cases(draw: st.DrawFn) -> Case:
     """Two searches on one type, ANDed."""
     res_type = draw(st.sampled_from(["Patient", "Condition", "Encounter", "Procedure"]))
     pool = {
-        "Patient": DATE_CASES.filter(lambda c: c[0] == "Patient") | name_cases() | has_cases(),
-        "Condition": TOKEN_CASES.filter(lambda c: c[0] == "Condition")
-        | chain_cases().filter(lambda c: c[0] == "Condition"),
-        "Encounter": TOKEN_CASES.filter(lambda c: c[0] == "Encounter")
-        | DATE_CASES.filter(lambda c: c[0] == "Encounter"),
-        "Procedure": TOKEN_CASES.filter(lambda c: c[0] == "Procedure")
-        | reference_cases().filter(lambda c: c[0] == "Procedure"),
+        "Patient": DATE_BY_TYPE["Patient"] | name_cases() | has_cases(),
+        "Condition": TOKEN_BY_TYPE["Condition"] | chain_cases("Condition"),
+        "Encounter": TOKEN_BY_TYPE["Encounter"] | DATE_BY_TYPE["Encounter"],
+        "Procedure": TOKEN_BY_TYPE["Procedure"] | reference_cases("Procedure"),
     }[res_type]
     first, second = draw(pool), draw(pool)
     return res_type, first[1] + second[1], lambda r: first[2](r) and second[2](r)
