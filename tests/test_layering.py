@@ -145,6 +145,21 @@ LAYERS = [
         ("dicomhub.fhir.api",),
         lambda i: _within(i.target, "dicomhub.storage"),
     ),
+    Layer(
+        "the DICOM -> FHIR mapping is pure: only dicom and itself, no I/O library",
+        ("dicomhub.sync.mapping", "dicomhub.sync.body_parts"),
+        lambda i: (
+            _within(i.target, "dicomhub", "sqlalchemy", "httpx", *SERVERS)
+            and not _within(
+                i.target, "dicomhub.dicom", "dicomhub.sync.mapping", "dicomhub.sync.body_parts"
+            )
+        ),
+    ),
+    Layer(
+        "the sync knows no web framework, server or HTTP layer",
+        ("dicomhub.sync",),
+        lambda i: _within(i.target, *SERVERS, "dicomhub.dicomweb", "dicomhub.fhir.api"),
+    ),
 ]
 
 
@@ -218,4 +233,6 @@ def test_each_rule_catches_a_planted_violation(tmp_path: Path) -> None:
         LAYERS[5].name: [],
         LAYERS[6].name: [],
         LAYERS[7].name: [],
+        LAYERS[8].name: [],
+        LAYERS[9].name: [],
     }

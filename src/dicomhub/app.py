@@ -10,8 +10,8 @@ from anyio import to_thread
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from dicomhub import __version__
-from dicomhub.bootstrap import Services, build_services
+from dicomhub import __version__, admin_routes
+from dicomhub.bootstrap import Services, build_services, build_sync_worker
 from dicomhub.config import Settings
 from dicomhub.dicomweb import errors as dicomweb_errors
 from dicomhub.dicomweb.responses import JSONResponse
@@ -41,9 +41,17 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         gc.freeze()
         # Blocking work (files, SQL, parsing) runs in threads; allow as many as the pool can use.
         to_thread.current_default_thread_limiter().total_tokens = 64
+        sync = build_sync_worker(settings, app.state.services) if settings.fhir_sync else None
+        app.state.sync = sync
+        if sync is not None:
+            app.state.services.store.subscribe(sync.wake)
+            sync.start()
         try:
             yield
         finally:
+            if sync is not None:
+                app.state.services.store.unsubscribe(sync.wake)
+                sync.stop()
             if own:
                 app.state.services.close()
 
@@ -57,6 +65,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(fhir_routes.router, prefix="/fhir", tags=["FHIR"])
     # after the FHIR routes: GET /fhir/{type} must not shadow /fhir/metadata or /fhir/_history
     app.include_router(fhir_search_routes.router, prefix="/fhir", tags=["FHIR"])
+    app.include_router(admin_routes.router, prefix="/admin", tags=["administration"])
     for prefix in DICOMWEB_PREFIXES:
         for module in (stow, qido, wado, delete, changefeed):
             app.include_router(module.router, prefix=prefix)

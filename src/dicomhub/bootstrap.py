@@ -18,10 +18,22 @@ from dicomhub.services.delete import DeleteService
 from dicomhub.services.retrieve import RetrieveService
 from dicomhub.services.search import SearchService
 from dicomhub.services.store import StoreService
+from dicomhub.storage import sync as sync_store
 from dicomhub.storage.blobs.filesystem import FilesystemBlobStore
 from dicomhub.storage.engine import Database
+from dicomhub.sync.mapping import MappingOptions
+from dicomhub.sync.reconcile import StudyReconciler
+from dicomhub.sync.targets import (
+    BearerAuth,
+    ClientCredentials,
+    EmbeddedTarget,
+    FhirTarget,
+    HttpTarget,
+    StaticToken,
+)
+from dicomhub.sync.worker import SyncWorker
 
-__all__ = ["FhirStore", "Services", "build_services", "prepare_storage"]
+__all__ = ["FhirStore", "Services", "build_services", "build_sync_worker", "prepare_storage"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +95,34 @@ def build_services(settings: Settings) -> Services:
         changefeed=ChangeFeedService(db),
         fhir=fhir,
     )
+
+
+def build_sync_worker(settings: Settings, services: Services) -> SyncWorker:
+    """The DICOM -> FHIR sync worker: into the embedded store, or the external `fhir_url`."""
+    options = MappingOptions(
+        dicomweb_base=f"{settings.base_url}/dicom-web",
+        patient_id_system=settings.patient_id_system,
+        timezone=settings.dicom_timezone,
+    )
+    target: FhirTarget
+    if settings.fhir_url:
+        auth: BearerAuth = StaticToken(settings.fhir_token)
+        if settings.fhir_token_url and settings.fhir_client_id and settings.fhir_client_secret:
+            auth = ClientCredentials(
+                settings.fhir_token_url,
+                settings.fhir_client_id,
+                settings.fhir_client_secret,
+                settings.fhir_scope,
+            )
+        target = HttpTarget(settings.fhir_url, auth)
+    else:
+        target = EmbeddedTarget(services.fhir.service, services.fhir.search)
+
+    def load(partition_key: int, study_uid: str) -> list[bytes]:
+        with services.db.read() as conn:
+            return sync_store.study_metadata(conn, partition_key, study_uid)
+
+    return SyncWorker(services.db, StudyReconciler(target, options, load))
 
 
 def prepare_storage(settings: Settings) -> None:

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -336,6 +336,121 @@ def migrate(
     _logging("info")
     prepare_storage(settings)
     console.print(f"index is up to date: {_describe(settings.resolved_database_url)}")
+
+
+sync_app = typer.Typer(
+    help="DICOM -> FHIR sync (also runs inside `dicomhub serve` unless DICOMHUB_FHIR_SYNC=false).",
+    invoke_without_command=True,
+)
+app.add_typer(sync_app, name="sync")
+FhirUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fhir-url", help="External FHIR R4 base URL (DICOMHUB_FHIR_URL; default: embedded)."
+    ),
+]
+
+
+def _sync_worker(
+    config: Path | None, data_dir: Path | None, database_url: str | None, fhir_url: str | None
+) -> tuple[Settings, Any, Any]:
+    from dicomhub.bootstrap import build_sync_worker
+
+    settings = _settings(
+        config,
+        data_dir=data_dir.resolve() if data_dir else None,
+        database_url=database_url,
+        fhir_url=fhir_url,
+    )
+    prepare_storage(settings)
+    services = build_services(settings)
+    return settings, services, build_sync_worker(settings, services)
+
+
+@sync_app.callback()
+def sync_run(
+    ctx: typer.Context,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    fhir_url: FhirUrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Follow the change feed and keep FHIR in step, until stopped (Ctrl-C)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = (config, data_dir, database_url, fhir_url)
+        return
+    import signal
+    import threading
+
+    _logging("info")
+    _, services, worker = _sync_worker(config, data_dir, database_url, fhir_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log.info("FHIR sync to %s running as %s", worker.target, worker.owner)
+    worker.start()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how this command is meant to end
+    finally:
+        worker.stop()
+        services.close()
+
+
+@sync_app.command("status")
+def sync_status(ctx: typer.Context) -> None:
+    """Cursor, backlog, lease and dead-lettered studies of the sync target."""
+    from dicomhub.storage import sync as sync_store
+
+    _logging("warning")
+    _, services, worker = _sync_worker(*ctx.obj)
+    try:
+        with services.db.read() as conn:
+            state = sync_store.state(conn, worker.target)
+            latest = sync_store.latest_sequence(conn)
+            letters = sync_store.dead_letters(conn, worker.target)
+    finally:
+        services.close()
+    done = state.sequence if state else 0
+    table = Table(title=f"FHIR sync to {worker.target}")
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("change-feed sequence done", str(done))
+    table.add_row("latest sequence", str(latest))
+    table.add_row("backlog (changes)", str(max(latest - done, 0)))
+    table.add_row(
+        "lease",
+        f"{state.lease_owner} until {state.lease_until}" if state and state.lease_owner else "free",
+    )
+    table.add_row("dead-lettered studies", str(len(letters)))
+    Console().print(table)
+    for letter in letters:
+        Console().print(
+            f"{letter.study_uid}: {letter.attempts} attempt(s), last {letter.last_failed_at}: "
+            f"{letter.reason}"
+        )
+
+
+@sync_app.command("retry")
+def sync_retry(
+    ctx: typer.Context,
+    studies: Annotated[
+        list[str] | None, typer.Argument(help="Study UIDs (default: every dead-lettered one).")
+    ] = None,
+) -> None:
+    """Sync dead-lettered studies again now; those that succeed leave the dead-letter table."""
+    _logging("warning")
+    _, services, worker = _sync_worker(*ctx.obj)
+    try:
+        outcomes = worker.retry_dead_letters(studies or None)
+    finally:
+        services.close()
+    for study, outcome in outcomes.items():
+        Console().print(f"{study}: {outcome}")
+    if not outcomes:
+        Console().print("no dead-lettered study to retry")
+    if any(o == "dead-lettered" for o in outcomes.values()):
+        raise typer.Exit(1)
 
 
 def main() -> None:

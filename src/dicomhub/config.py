@@ -7,6 +7,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
@@ -71,6 +72,18 @@ class Settings(BaseSettings):
     # NORMAL (as Orthanc): commits survive a crash of the process, not necessarily a power
     # loss; FULL also survives power loss, at one more fsync per write transaction.
     sqlite_synchronous: str = "NORMAL"
+    # DICOM -> FHIR sync: on by default, into the embedded store unless fhir_url names one.
+    fhir_sync: bool = True
+    fhir_url: str | None = None
+    fhir_token: str | None = None
+    fhir_token_url: str | None = None
+    fhir_client_id: str | None = None
+    fhir_client_secret: str | None = None
+    fhir_scope: str | None = None
+    patient_id_system: str = "urn:dicomhub:patient-id"
+    # IANA zone of DICOM dates and times that carry no TimezoneOffsetFromUTC; unset: the
+    # ImagingStudy gets the date only (a FHIR dateTime with a time needs a zone).
+    dicom_timezone: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -96,6 +109,19 @@ class Settings(BaseSettings):
             raise ValueError("qido_default_limit must not exceed qido_max_limit")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+        oauth = (self.fhir_token_url, self.fhir_client_id, self.fhir_client_secret)
+        if any(oauth) and not all(oauth):
+            raise ValueError(
+                "OAuth2 client credentials need fhir_token_url, fhir_client_id and "
+                "fhir_client_secret together"
+            )
+        if any(oauth) and self.fhir_token:
+            raise ValueError("give fhir_token or OAuth2 client credentials, not both")
+        if self.dicom_timezone is not None:
+            try:
+                ZoneInfo(self.dicom_timezone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"dicom_timezone: unknown zone {self.dicom_timezone!r}") from exc
         return self
 
     @property
@@ -103,6 +129,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        """What clients use to reach this server (public_url, else the address it binds)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def blob_dir(self) -> Path:

@@ -309,6 +309,9 @@ class StoreService:
         """Call `listener` after each commit that stored something (wakes change-feed consumers)."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.remove(listener)
+
     def notify(self) -> None:
         for listener in self._listeners:
             try:

@@ -44,6 +44,8 @@ __all__ = [
     "partition",
     "series",
     "study",
+    "sync_dead_letter",
+    "sync_state",
 ]
 
 metadata = MetaData(
@@ -212,6 +214,34 @@ changefeed = Table(
     Index(None, "timestamp", "sequence"),
     Index(None, "partition_key", "sop_instance_uid"),
     sqlite_autoincrement=True,
+)
+
+
+# --- DICOM -> FHIR sync ------------------------------------------------------------------------
+# One row per sync target: the change-feed sequence done, and the lease that lets one worker
+# of many process it at a time (owner + expiry, renewed while working).
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("target", String(200), primary_key=True),
+    Column("sequence", Key, nullable=False),
+    Column("lease_owner", String(100)),
+    Column("lease_until", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Studies whose sync kept failing: visible and retryable (dicomhub sync status / retry).
+sync_dead_letter = Table(
+    "sync_dead_letter",
+    metadata,
+    Column("target", String(200), primary_key=True),
+    Column("partition_key", ForeignKey("partition.partition_key"), primary_key=True),
+    Column("study_uid", String(64), primary_key=True),
+    Column("sequence", Key, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("first_failed_at", UtcDateTime(), nullable=False),
+    Column("last_failed_at", UtcDateTime(), nullable=False),
 )
 
 

@@ -1,0 +1,250 @@
+"""Where synced resources go: the embedded FHIR store, or an external FHIR R4 server over HTTP.
+
+Both offer the same four operations a reconciler needs (search, conditional create, update
+with If-Match, delete with If-Match); failures are TargetError, saying whether a retry may help.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+
+from dicomhub.context import Origin, RequestContext
+from dicomhub.errors import DicomhubError, PreconditionFailed, Unavailable
+from dicomhub.fhir.search_service import FhirSearch
+from dicomhub.fhir.service import FhirService
+
+__all__ = [
+    "BearerAuth",
+    "ClientCredentials",
+    "EmbeddedTarget",
+    "FhirTarget",
+    "HttpTarget",
+    "StaticToken",
+    "TargetError",
+]
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUSES = frozenset({408, 412, 425, 429, 500, 502, 503, 504})
+
+
+class TargetError(Exception):
+    """A FHIR operation failed; `retryable` when trying again later may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+class FhirTarget(Protocol):
+    @property
+    def name(self) -> str:
+        """The key of this target's cursor ("embedded", or the external base URL)."""
+        ...
+
+    def search(self, res_type: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]: ...
+
+    def create(self, resource: dict[str, Any], if_none_exist: str) -> dict[str, Any]: ...
+
+    def update(self, resource: dict[str, Any], version: str | None) -> dict[str, Any]: ...
+
+    def delete(self, res_type: str, res_id: str, version: str | None) -> None: ...
+
+
+def _etag(version: str | None) -> str | None:
+    return f'W/"{version}"' if version else None
+
+
+@dataclass
+class EmbeddedTarget:
+    """The FHIR store of this dicomhub, called in-process (no HTTP)."""
+
+    service: FhirService
+    search_service: FhirSearch
+    name: str = "embedded"
+    ctx: RequestContext = field(
+        default_factory=lambda: RequestContext(origin=Origin.INTERNAL, principal="dicomhub-sync")
+    )
+
+    def search(self, res_type: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        with self.service.db.read() as conn:
+            rows = self.search_service.match(conn, res_type, params, limit=100)
+        return [orjson.loads(r.body) for r in rows if r.body is not None]
+
+    def create(self, resource: dict[str, Any], if_none_exist: str) -> dict[str, Any]:
+        written = self._call(
+            lambda: self.service.create(self.ctx, resource, if_none_exist=if_none_exist)
+        )
+        assert written.body is not None
+        return dict(orjson.loads(written.body))
+
+    def update(self, resource: dict[str, Any], version: str | None) -> dict[str, Any]:
+        res_type, res_id = resource["resourceType"], resource["id"]
+        written = self._call(
+            lambda: self.service.update(
+                self.ctx, res_type, res_id, resource, if_match=_etag(version)
+            )
+        )
+        assert written.body is not None
+        return dict(orjson.loads(written.body))
+
+    def delete(self, res_type: str, res_id: str, version: str | None) -> None:
+        self._call(lambda: self.service.delete(self.ctx, res_type, res_id, if_match=_etag(version)))
+
+    @staticmethod
+    def _call(work: Any) -> Any:
+        try:
+            return work()
+        except PreconditionFailed as exc:
+            raise TargetError(exc.message, retryable=True, status=412) from exc
+        except Unavailable as exc:  # the database is busy or down: later may work
+            raise TargetError(exc.message, retryable=True, status=503) from exc
+        except DicomhubError as exc:
+            raise TargetError(exc.message, retryable=False) from exc
+
+
+class BearerAuth(Protocol):
+    def token(self, refresh: bool = False) -> str | None: ...
+
+
+@dataclass
+class StaticToken:
+    value: str | None
+
+    def token(self, refresh: bool = False) -> str | None:
+        return self.value
+
+
+@dataclass
+class ClientCredentials:
+    """OAuth2 client-credentials grant (RFC 6749 4.4): a token fetched and renewed as needed."""
+
+    token_url: str
+    client_id: str
+    client_secret: str
+    scope: str | None = None
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+    _token: str | None = None
+    _expires: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def token(self, refresh: bool = False) -> str | None:
+        with self._lock:
+            if refresh or self._token is None or time.monotonic() > self._expires - 30:
+                self._fetch()
+            return self._token
+
+    def _fetch(self) -> None:
+        form = {"grant_type": "client_credentials"}
+        if self.scope:
+            form["scope"] = self.scope
+        try:
+            answer = self.http.post(
+                self.token_url, data=form, auth=(self.client_id, self.client_secret)
+            )
+        except httpx.HTTPError as exc:
+            raise TargetError(f"token endpoint unreachable: {exc}", retryable=True) from exc
+        if answer.status_code != 200:
+            raise TargetError(
+                f"token endpoint answered {answer.status_code}: {answer.text[:200]}",
+                retryable=answer.status_code in _RETRY_STATUSES,
+                status=answer.status_code,
+            )
+        body = answer.json()
+        self._token = str(body["access_token"])
+        self._expires = time.monotonic() + float(body.get("expires_in", 300))
+
+
+@dataclass
+class HttpTarget:
+    """An external FHIR R4 server (HAPI, Azure, Google, AWS, another dicomhub)."""
+
+    base: str
+    auth: BearerAuth = field(default_factory=lambda: StaticToken(None))
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    @property
+    def name(self) -> str:
+        return self.base.rstrip("/")
+
+    def search(self, res_type: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        bundle = self._request("GET", f"{res_type}?{urlencode([*params, ('_count', '100')])}")
+        return [
+            e["resource"]
+            for e in bundle.get("entry", [])
+            if e.get("search", {}).get("mode", "match") == "match" and "resource" in e
+        ]
+
+    def create(self, resource: dict[str, Any], if_none_exist: str) -> dict[str, Any]:
+        return self._request(
+            "POST",
+            resource["resourceType"],
+            body=resource,
+            headers={"If-None-Exist": if_none_exist},
+        )
+
+    def update(self, resource: dict[str, Any], version: str | None) -> dict[str, Any]:
+        etag = _etag(version)
+        return self._request(
+            "PUT",
+            f"{resource['resourceType']}/{resource['id']}",
+            body=resource,
+            headers={"If-Match": etag} if etag else {},
+        )
+
+    def delete(self, res_type: str, res_id: str, version: str | None) -> None:
+        etag = _etag(version)
+        try:
+            self._request(
+                "DELETE", f"{res_type}/{res_id}", headers={"If-Match": etag} if etag else {}
+            )
+        except TargetError as exc:
+            if exc.status not in (404, 410):  # already gone: what a delete wants
+                raise
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        url = f"{self.name}/{path}"
+        sent = {
+            "Accept": "application/fhir+json",
+            # the created or updated resource in the answer, not an empty body (HAPI, Azure)
+            "Prefer": "return=representation",
+            **(headers or {}),
+        }
+        content = orjson.dumps(body) if body is not None else None
+        if content is not None:
+            sent["Content-Type"] = "application/fhir+json"
+        for refresh in (False, True):
+            token = self.auth.token(refresh)
+            if token:
+                sent["Authorization"] = f"Bearer {token}"
+            try:
+                answer = self.http.request(method, url, content=content, headers=sent)
+            except httpx.HTTPError as exc:
+                raise TargetError(f"{method} {url}: {exc}", retryable=True) from exc
+            if answer.status_code != 401 or refresh:
+                break
+        if answer.status_code >= 400:
+            raise TargetError(
+                f"{method} {url} answered {answer.status_code}: {answer.text[:300]}",
+                retryable=answer.status_code in _RETRY_STATUSES,
+                status=answer.status_code,
+            )
+        if not answer.content:
+            return {}
+        return dict(answer.json())
