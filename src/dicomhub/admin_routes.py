@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from dicomhub.errors import Unsupported
 from dicomhub.sync.worker import SyncWorker
@@ -29,7 +29,10 @@ async def sync_status(request: Request) -> dict[str, Any]:
 
 
 @router.post("/sync/retry", summary="Sync the dead-lettered studies again")
-async def sync_retry(request: Request, study: list[str] | None = None) -> dict[str, Any]:
+async def sync_retry(
+    request: Request, study: Annotated[list[str] | None, Query()] = None
+) -> dict[str, Any]:
+    """`?study=UID` (repeatable) names the studies; none: every dead-lettered one."""
     worker = _worker(request)
     outcomes = await to_thread.run_sync(lambda: worker.retry_dead_letters(study or None))
     return {"retried": [{"studyInstanceUid": k, "outcome": v} for k, v in outcomes.items()]}

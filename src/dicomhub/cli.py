@@ -351,8 +351,22 @@ FhirUrlOpt = Annotated[
 ]
 
 
+PublicUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--public-url",
+        help="The server's URL as clients see it, for the Endpoint's address "
+        "(DICOMHUB_PUBLIC_URL; default http://HOST:PORT of the settings).",
+    ),
+]
+
+
 def _sync_worker(
-    config: Path | None, data_dir: Path | None, database_url: str | None, fhir_url: str | None
+    config: Path | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    fhir_url: str | None,
+    public_url: str | None,
 ) -> tuple[Settings, Any, Any]:
     from dicomhub.bootstrap import build_sync_worker
 
@@ -361,6 +375,7 @@ def _sync_worker(
         data_dir=data_dir.resolve() if data_dir else None,
         database_url=database_url,
         fhir_url=fhir_url,
+        public_url=public_url,
     )
     prepare_storage(settings)
     services = build_services(settings)
@@ -373,17 +388,18 @@ def sync_run(
     data_dir: DataDirOpt = None,
     database_url: DatabaseOpt = None,
     fhir_url: FhirUrlOpt = None,
+    public_url: PublicUrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Follow the change feed and keep FHIR in step, until stopped (Ctrl-C)."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = (config, data_dir, database_url, fhir_url)
+        ctx.obj = (config, data_dir, database_url, fhir_url, public_url)
         return
     import signal
     import threading
 
     _logging("info")
-    _, services, worker = _sync_worker(config, data_dir, database_url, fhir_url)
+    _, services, worker = _sync_worker(config, data_dir, database_url, fhir_url, public_url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log.info("FHIR sync to %s running as %s", worker.target, worker.owner)

@@ -33,11 +33,13 @@ __all__ = ["BatchReport", "SyncWorker"]
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
-LEASE_SECONDS = 30.0
+LEASE_SECONDS = 15.0
 BATCH = 1000
-# Attempts per study in one pass (backoff between them), before it is dead-lettered.
-ATTEMPTS = 4
-BACKOFF = (0.2, 1.0, 3.0)
+# Quick attempts per study when the target answers 429, 5xx or 412 (backoff between them);
+# after them the whole feed pauses (growing to MAX_BACKOFF) and resumes from that study.
+ATTEMPTS = 3
+BACKOFF = (0.2, 1.0)
+MAX_BACKOFF = 60.0
 # A sequence number missing below visible ones may be a transaction still committing
 # (PostgreSQL hands out sequence numbers before commit): wait this long before skipping it.
 GAP_SECONDS = 2.0
@@ -55,6 +57,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class _Postponed(Exception):
+    """A study failed in a way that may pass (the target is down or busy): try again later."""
+
+
+def _dead_local(owner: str) -> bool:
+    """Whether `owner` (host:pid:nonce) is a process of this machine that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, under another user
+    return False
+
+
 @dataclass
 class SyncWorker:
     db: Database
@@ -69,6 +90,7 @@ class SyncWorker:
     _thread: threading.Thread | None = None
     _gap: tuple[int, float] | None = None  # (first missing sequence, when first seen)
     _dead: set[tuple[int, str]] = field(default_factory=set)  # dead-lettered studies
+    _backoff: float = 0.0  # seconds of the current pause while the target is unwell
 
     @property
     def target(self) -> str:
@@ -109,16 +131,7 @@ class SyncWorker:
             seen = store.state(conn, self.target)
             if seen is not None and store.latest_sequence(conn) <= seen.sequence:
                 return BatchReport()  # nothing new: no write, no lease
-        now = _now()
-        until = now + timedelta(seconds=LEASE_SECONDS)
-
-        def lease(conn: Connection) -> store.SyncState | None:
-            store.ensure_state(conn, self.target, now)
-            if not store.acquire_lease(conn, self.target, self.owner, until, now):
-                return None
-            return store.state(conn, self.target)
-
-        current = self.db.write(lease)
+        current = self._lease(seen)
         if current is None:
             return BatchReport()  # another worker holds the lease
         with self.db.read() as conn:
@@ -130,21 +143,61 @@ class SyncWorker:
         report = BatchReport(changes=len(changes))
         if not changes:
             return report
-        studies: dict[tuple[int, str], int] = {}
+        # studies in the order of their first change in the batch, with that change
+        studies: dict[tuple[int, str], tuple[int, int]] = {}
         for change in changes:
-            studies[(change.partition_key, change.study_uid)] = change.sequence
-        finished = True
-        for (partition_key, study_uid), sequence in studies.items():
+            key = (change.partition_key, change.study_uid)
+            first = studies[key][0] if key in studies else change.sequence
+            studies[key] = (first, change.sequence)
+        renewed = time.monotonic()
+        for (partition_key, study_uid), (first, last) in studies.items():
             if self._stop.is_set():
-                finished = False
-                break
-            outcome = self._study(partition_key, study_uid, sequence)
+                self._advance(first - 1)
+                return report
+            if time.monotonic() - renewed > LEASE_SECONDS / 3:
+                if not self._advance(first - 1):  # keeps the lease while a long batch runs
+                    log.warning("FHIR sync lost its lease while working; another worker goes on")
+                    return report
+                renewed = time.monotonic()
+            try:
+                outcome = self._study(partition_key, study_uid, last)
+            except _Postponed as exc:
+                # The target is unwell: everything before this study is done; wait and resume
+                # from it, so that no study is skipped while the target recovers.
+                self._advance(first - 1)
+                self._backoff = min(max(self._backoff * 2, 1.0), MAX_BACKOFF)
+                log.warning("FHIR sync paused %.0f s: %s (study %s)", self._backoff, exc, study_uid)
+                self._stop.wait(self._backoff)
+                report.outcomes["postponed"] = 1
+                return report
             report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
             report.studies += 1
             report.dead += outcome == "dead-lettered"
-        if finished and not self._advance(changes[-1].sequence):
+        self._backoff = 0.0
+        if not self._advance(changes[-1].sequence):
             log.warning("FHIR sync lost its lease while working; another worker goes on")
         return report
+
+    def _lease(self, seen: store.SyncState | None) -> store.SyncState | None:
+        now = _now()
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        # A holder that was killed on this machine (its process is gone) leaves at once,
+        # instead of after its lease runs out.
+        dead_owner = (
+            seen.lease_owner
+            if seen is not None and seen.lease_owner and _dead_local(seen.lease_owner)
+            else None
+        )
+
+        def work(conn: Connection) -> store.SyncState | None:
+            store.ensure_state(conn, self.target, now)
+            if dead_owner is not None:
+                store.release_lease(conn, self.target, dead_owner)
+            if not store.acquire_lease(conn, self.target, self.owner, until, now):
+                return None
+            return store.state(conn, self.target)
+
+        return self.db.write(work)
 
     def _advance(self, sequence: int) -> bool:
         until = _now() + timedelta(seconds=LEASE_SECONDS)
@@ -171,7 +224,8 @@ class SyncWorker:
         return changes
 
     def _study(self, partition_key: int, study_uid: str, sequence: int) -> str:
-        """Reconcile with retries; 'dead-lettered' when it keeps failing."""
+        """Reconcile; a failure the target calls permanent is dead-lettered at once, a
+        passing one (429, 5xx, 412, no connection) is retried, then postponed (_Postponed)."""
         reason = ""
         for attempt in range(ATTEMPTS):
             try:
@@ -181,9 +235,10 @@ class SyncWorker:
                 self.reconciler.forget()
                 if not exc.retryable:
                     break
+                if attempt == ATTEMPTS - 1:
+                    raise _Postponed(reason) from exc
                 log.info("FHIR sync of study %s failed (%s); retrying", study_uid, reason)
-                if attempt < len(BACKOFF):
-                    self.sleep(BACKOFF[attempt])
+                self.sleep(BACKOFF[attempt])
                 continue
             except Exception as exc:  # a mapping bug must not stop the whole feed
                 log.exception("FHIR sync of study %s failed", study_uid)
@@ -207,7 +262,7 @@ class SyncWorker:
                 study_uid,
                 sequence,
                 reason or "failed",
-                attempt + 1,
+                1,
                 _now(),
             )
         )
@@ -218,10 +273,15 @@ class SyncWorker:
         with self.db.read() as conn:
             letters = store.dead_letters(conn, self.target, study_uids)
         self._dead |= {(letter.partition_key, letter.study_uid) for letter in letters}
-        return {
-            letter.study_uid: self._study(letter.partition_key, letter.study_uid, letter.sequence)
-            for letter in letters
-        }
+        outcomes: dict[str, str] = {}
+        for letter in letters:
+            try:
+                outcomes[letter.study_uid] = self._study(
+                    letter.partition_key, letter.study_uid, letter.sequence
+                )
+            except _Postponed as exc:
+                outcomes[letter.study_uid] = f"still failing: {exc}"
+        return outcomes
 
     def status(self) -> dict[str, object]:
         """Cursor, backlog, lease and dead letters, as JSON-ready values."""
