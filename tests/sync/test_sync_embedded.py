@@ -73,6 +73,17 @@ def test_study_life_cycle(http: httpx.Client, fhir: httpx.Client, live_server: L
         "PatientBirthDate": "19700203",
         "AccessionNumber": "ACC-77",
     }
+    order = fhir.post(
+        "/ServiceRequest",
+        json={
+            "resourceType": "ServiceRequest",
+            "status": "active",
+            "intent": "order",
+            "identifier": [{"system": "urn:ris:accession", "value": "ACC-77"}],
+            "subject": {"display": "Jane Doe"},
+        },
+    )
+    assert order.status_code == 201, order.text
     stow(
         http,
         [make_instance(series_uid=ct1, InstanceNumber=i, **common) for i in (1, 2)]
@@ -86,6 +97,7 @@ def test_study_life_cycle(http: httpx.Client, fhir: httpx.Client, live_server: L
     assert series_uids(created) == {ct1, ct2}
     assert {"system": DCM, "code": "CT"} in created["modality"]
     assert created["started"].startswith("2024-01-15")
+    assert created["basedOn"] == [{"reference": f"ServiceRequest/{order.json()['id']}"}]
     patients = search(fhir, "/Patient?identifier=SYNC-1")
     assert len(patients) == 1
     patient = patients[0]

@@ -9,17 +9,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-from urllib.parse import urlencode
+from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import orjson
+from sqlalchemy import Connection
 
 from dicomhub.context import Origin, RequestContext
 from dicomhub.errors import DicomhubError, PreconditionFailed, Unavailable
 from dicomhub.fhir.search_service import FhirSearch
-from dicomhub.fhir.service import FhirService
+from dicomhub.fhir.service import FhirService, Written
+from dicomhub.fhir.validation import validate_resource
+from dicomhub.storage.fhir import resources
+from dicomhub.storage.fhir.resources import ResourceRow
 
 __all__ = [
     "BearerAuth",
@@ -32,6 +37,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _RETRY_STATUSES = frozenset({408, 412, 425, 429, 500, 502, 503, 504})
 
@@ -59,6 +65,10 @@ class FhirTarget(Protocol):
 
     def delete(self, res_type: str, res_id: str, version: str | None) -> None: ...
 
+    def together(self, work: Callable[[], T]) -> T:
+        """Run `work` (several operations) as one unit when the target can: all or nothing."""
+        ...
+
 
 def _etag(version: str | None) -> str | None:
     return f'W/"{version}"' if version else None
@@ -66,7 +76,11 @@ def _etag(version: str | None) -> str | None:
 
 @dataclass
 class EmbeddedTarget:
-    """The FHIR store of this dicomhub, called in-process (no HTTP)."""
+    """The FHIR store of this dicomhub, called in-process (no HTTP).
+
+    Inside `together(work)` every operation shares one write transaction: the sync reconciles
+    a chunk of studies per commit, and a failure rolls the whole chunk back.
+    """
 
     service: FhirService
     search_service: FhirSearch
@@ -74,34 +88,81 @@ class EmbeddedTarget:
     ctx: RequestContext = field(
         default_factory=lambda: RequestContext(origin=Origin.INTERNAL, principal="dicomhub-sync")
     )
+    _conn: Connection | None = None
+
+    def together(self, work: Callable[[], T]) -> T:
+        def run(conn: Connection) -> T:
+            self._conn = conn
+            try:
+                return work()
+            finally:
+                self._conn = None
+
+        return self._call(lambda: self.service.db.write(run))
 
     def search(self, res_type: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        with self.service.db.read() as conn:
-            rows = self.search_service.match(conn, res_type, params, limit=100)
-        return [orjson.loads(r.body) for r in rows if r.body is not None]
+        return [
+            orjson.loads(r.body)
+            for r in self._in(lambda c: self._find(c, res_type, params))
+            if r.body
+        ]
 
     def create(self, resource: dict[str, Any], if_none_exist: str) -> dict[str, Any]:
-        written = self._call(
-            lambda: self.service.create(self.ctx, resource, if_none_exist=if_none_exist)
-        )
+        res_type = resource["resourceType"]
+        validate_resource(resource)
+
+        def work(conn: Connection) -> Written | ResourceRow:
+            found = self._find(conn, res_type, parse_qsl(if_none_exist), limit=2)
+            if len(found) > 1:
+                raise PreconditionFailed(f"If-None-Exist '{if_none_exist}' matches several")
+            if found:
+                return found[0]
+            return self.service.create_in(conn, self.ctx, resource, None)
+
+        written = self._call(lambda: self._in(work))
         assert written.body is not None
         return dict(orjson.loads(written.body))
 
     def update(self, resource: dict[str, Any], version: str | None) -> dict[str, Any]:
         res_type, res_id = resource["resourceType"], resource["id"]
+        validate_resource(resource, res_type)
+        expected = int(version) if version else None
         written = self._call(
-            lambda: self.service.update(
-                self.ctx, res_type, res_id, resource, if_match=_etag(version)
+            lambda: self._in(
+                lambda c: self.service.update_in(c, self.ctx, resource, res_type, res_id, expected)
             )
         )
         assert written.body is not None
         return dict(orjson.loads(written.body))
 
     def delete(self, res_type: str, res_id: str, version: str | None) -> None:
-        self._call(lambda: self.service.delete(self.ctx, res_type, res_id, if_match=_etag(version)))
+        expected = int(version) if version else None
+        self._call(
+            lambda: self._in(
+                lambda c: self.service.delete_in(c, self.ctx, res_type, res_id, expected)
+            )
+        )
+
+    def _find(
+        self, conn: Connection, res_type: str, params: list[tuple[str, str]], limit: int = 100
+    ) -> list[ResourceRow]:
+        text = params[0][1] if len(params) == 1 and params[0][0] == "identifier" else ","
+        if "," not in text and "\\" not in text:  # one plain identifier: the prepared lookup
+            system, bar, value = text.partition("|")
+            if bar and system and value:
+                return resources.find_by_identifier(conn, res_type, system, value, limit)
+            if not bar and text:
+                return resources.find_by_identifier(conn, res_type, None, text, limit)
+        return self.search_service.match(conn, res_type, params, limit=limit)
+
+    def _in(self, work: Callable[[Connection], T]) -> T:
+        """`work` in the chunk's transaction, or in one of its own."""
+        if self._conn is not None:
+            return work(self._conn)
+        return self.service.db.write(work)
 
     @staticmethod
-    def _call(work: Any) -> Any:
+    def _call(work: Callable[[], T]) -> T:
         try:
             return work()
         except PreconditionFailed as exc:
@@ -175,6 +236,9 @@ class HttpTarget:
     @property
     def name(self) -> str:
         return self.base.rstrip("/")
+
+    def together(self, work: Callable[[], T]) -> T:
+        return work()  # one request per operation: nothing to share over HTTP
 
     def search(self, res_type: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
         bundle = self._request("GET", f"{res_type}?{urlencode([*params, ('_count', '100')])}")

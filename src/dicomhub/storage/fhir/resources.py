@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 
 from dicomhub.fhir.search.rows import IndexRows
 from dicomhub.storage.schema import (
@@ -29,6 +29,7 @@ __all__ = [
     "VersionRow",
     "count_versions",
     "find",
+    "find_by_identifier",
     "find_many",
     "history",
     "load_by_pk",
@@ -118,6 +119,59 @@ def find_many(conn: Connection, res_type: str, res_ids: Sequence[str]) -> dict[s
         )
         out.update({r[2]: _resource(r) for r in rows})
     return out
+
+
+# `Type?identifier=system|value` in one statement built once: the sync asks it for every
+# study and Patient it writes, and building a general search statement costs more than running it.
+_BY_IDENTIFIER = (
+    select(*_RESOURCE_COLUMNS)
+    .select_from(
+        fhir_resource.join(
+            fhir_idx_token, fhir_idx_token.c.resource_pk == fhir_resource.c.resource_pk
+        )
+    )
+    .where(
+        fhir_idx_token.c.res_type == bindparam("res_type"),
+        fhir_idx_token.c.param == "identifier",
+        fhir_idx_token.c.code == bindparam("value"),
+        fhir_idx_token.c.system == bindparam("system"),
+        fhir_resource.c.deleted.is_(False),
+    )
+    .order_by(fhir_resource.c.resource_pk)
+    .limit(bindparam("limit"))
+)
+
+
+_BY_IDENTIFIER_VALUE = (
+    select(*_RESOURCE_COLUMNS)
+    .select_from(
+        fhir_resource.join(
+            fhir_idx_token, fhir_idx_token.c.resource_pk == fhir_resource.c.resource_pk
+        )
+    )
+    .where(
+        fhir_idx_token.c.res_type == bindparam("res_type"),
+        fhir_idx_token.c.param == "identifier",
+        fhir_idx_token.c.code == bindparam("value"),
+        fhir_resource.c.deleted.is_(False),
+    )
+    .distinct()
+    .order_by(fhir_resource.c.resource_pk)
+    .limit(bindparam("limit"))
+)
+
+
+def find_by_identifier(
+    conn: Connection, res_type: str, system: str | None, value: str, limit: int
+) -> list[ResourceRow]:
+    """Current resources of `res_type` with the identifier `system|value` (system None: any
+    system), in pk order."""
+    params = {"res_type": res_type, "value": value, "limit": limit}
+    if system is None:
+        rows = conn.execute(_BY_IDENTIFIER_VALUE, params)
+    else:
+        rows = conn.execute(_BY_IDENTIFIER, {**params, "system": system})
+    return [_resource(r) for r in rows]
 
 
 def load_by_pk(conn: Connection, pks: Sequence[int]) -> dict[int, ResourceRow]:
