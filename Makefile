@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-fhir bench-sync clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	bench/run
+
+bench-fhir: $(STAMP)
+	bench/fhir
+
+bench-sync: $(STAMP)
+	bench/sync
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
