@@ -131,6 +131,7 @@ def prepare_storage(settings: Settings) -> None:
     services = build_services(settings)
     try:
         services.db.migrate()
+        services.db.analyze()
         services.store.recover()
         purged = services.delete.purge_blobs()
         if purged:

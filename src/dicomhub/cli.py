@@ -248,6 +248,7 @@ def import_(
                         counts["failed"] += 1
                         failures.append((path, result.message))
                 progress.advance(task, len(chunk))
+        services.db.analyze()
     finally:
         services.close()
     table = Table(title="import summary")
@@ -304,6 +305,7 @@ def fhir_import(
             report = BulkLoader(services.fhir.service).load(
                 ctx, sources, lambda n: progress.advance(task, n)
             )
+        services.db.analyze()  # the searches that follow plan with the new data's statistics
     finally:
         services.close()
     table = Table(title="FHIR import summary")

@@ -137,6 +137,16 @@ class Database:
                     conn.execute(text("SELECT pg_advisory_unlock(724011)"))
                     conn.commit()
 
+    def analyze(self) -> None:
+        """Refresh the planner's statistics. SQLite has none until ANALYZE runs, and without
+        them it may drive a FHIR `_has` search from the wrong index (5× slower on 1,000
+        Synthea patients); the sampled form (analysis_limit) takes well under a second."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+
     def dispose(self) -> None:
         self.engine.dispose()
 
