@@ -21,7 +21,6 @@ import hashlib
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -615,7 +614,7 @@ class Run:
     def versions(self) -> dict[str, Any]:
         from dicomhub import __version__
 
-        out: dict[str, Any] = {"dicomhub_version": __version__, "git": _git()}
+        out: dict[str, Any] = {"dicomhub_version": __version__, "git": measure.git_revision()}
         try:
             system = httpx.get("http://127.0.0.1:8042/system", timeout=10).json()
             plugin = httpx.get("http://127.0.0.1:8042/plugins/dicom-web", timeout=10).json()
@@ -655,25 +654,6 @@ def _du(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += (Path(root) / name).stat().st_size
     return total
-
-
-def _git() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown commit"
-    return commit + ("+dirty src" if dirty else "")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -923,25 +923,6 @@ def _source() -> str:
     return str(Path(origin).parent.parent) if origin else "?"
 
 
-def _git() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown commit"
-    return commit + ("+dirty src" if dirty else "")
-
-
 # ----------------------------------------------------------------------------------------
 # Main
 
@@ -1028,7 +1009,7 @@ def execute(args: argparse.Namespace) -> int:
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "backend": args.backend,
         "dicomhub_version": importlib.metadata.version("dicomhub"),
-        "git": _git(),
+        "git": measure.git_revision(),
         "dicomhub_source": _source(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),

@@ -8,11 +8,13 @@ reason is kept, so the report can say "wrong" instead of showing a time.
 from __future__ import annotations
 
 import queue
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -276,3 +278,24 @@ def measure_parallel(base_url: str, jobs: Sequence[Job], clients: int) -> Throug
         for client in connections:
             client.close()
     return result
+
+
+def git_revision() -> str:
+    """The commit measured, `+dirty src` when src/ has uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+    return commit + ("+dirty src" if dirty else "")

@@ -1266,25 +1266,6 @@ def render(meta: dict[str, Any], lat: dict[str, Any] | None, cat: dict[str, Any]
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
-def _git() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown commit"
-    return commit + ("+dirty src" if dirty else "")
-
-
 # ----------------------------------------------------------------------------------------
 # Main
 
@@ -1361,7 +1342,7 @@ def execute(args: argparse.Namespace) -> int:
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "quick": args.quick,
         "dicomhub_version": importlib.metadata.version("dicomhub"),
-        "git": _git(),
+        "git": measure.git_revision(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "load_before": load_before,

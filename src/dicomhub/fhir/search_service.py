@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 from dicomhub.context import RequestContext
 from dicomhub.errors import InvalidInput, NotFound
 from dicomhub.fhir.search.expressions import SearchQuery
+from dicomhub.fhir.search.parameters import ParamType, search_param
 from dicomhub.fhir.search.parse import parse_search
 from dicomhub.fhir.search.values import InvalidSearch
 from dicomhub.fhir.searchset import Page, searchset
@@ -49,6 +50,23 @@ def _parse(
     return q
 
 
+def _plain_identifier(
+    res_type: str, query: Sequence[tuple[str, str]]
+) -> tuple[str | None, str] | None:
+    """(system or None for any, value) of a query that is only `identifier=[system|]value`
+    (no modifier, no list, no escape); None for anything else."""
+    if len(query) != 1 or query[0][0] != "identifier" or not known_type(res_type):
+        return None
+    param = search_param(res_type, "identifier")
+    text = query[0][1]
+    if param is None or param.type is not ParamType.TOKEN or "," in text or "\\" in text:
+        return None
+    system, bar, value = text.partition("|")
+    if not bar:
+        return (None, text) if text else None
+    return (system, value) if system and value else None
+
+
 @dataclass
 class FhirSearch:
     db: Database
@@ -61,6 +79,9 @@ class FhirSearch:
         Strict: a parameter the server does not know is refused (InvalidInput) rather than
         ignored, because ignoring it would widen what a conditional write touches.
         """
+        ident = _plain_identifier(res_type, query)
+        if ident is not None:  # the commonest condition, by a statement built once
+            return store.find_by_identifier(conn, res_type, *ident, limit)
         q = _parse(res_type, query, None, strict=True)
         pks = search_sql.match(conn, res_type, q.filters, limit)
         found = store.load_by_pk(conn, pks)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -21,10 +21,8 @@ from sqlalchemy import Connection
 from dicomhub.context import Origin, RequestContext
 from dicomhub.errors import DicomhubError, PreconditionFailed, Unavailable
 from dicomhub.fhir.search_service import FhirSearch
-from dicomhub.fhir.service import FhirService, Written
+from dicomhub.fhir.service import FhirService
 from dicomhub.fhir.validation import validate_resource
-from dicomhub.storage.fhir import resources
-from dicomhub.storage.fhir.resources import ResourceRow
 
 __all__ = [
     "BearerAuth",
@@ -101,25 +99,14 @@ class EmbeddedTarget:
         return self._call(lambda: self.service.db.write(run))
 
     def search(self, res_type: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        return [
-            orjson.loads(r.body)
-            for r in self._in(lambda c: self._find(c, res_type, params))
-            if r.body
-        ]
+        rows = self._in(lambda c: self.search_service.match(c, res_type, params, limit=100))
+        return [orjson.loads(r.body) for r in rows if r.body]
 
     def create(self, resource: dict[str, Any], if_none_exist: str) -> dict[str, Any]:
-        res_type = resource["resourceType"]
         validate_resource(resource)
-
-        def work(conn: Connection) -> Written | ResourceRow:
-            found = self._find(conn, res_type, parse_qsl(if_none_exist), limit=2)
-            if len(found) > 1:
-                raise PreconditionFailed(f"If-None-Exist '{if_none_exist}' matches several")
-            if found:
-                return found[0]
-            return self.service.create_in(conn, self.ctx, resource, None)
-
-        written = self._call(lambda: self._in(work))
+        written = self._call(
+            lambda: self._in(lambda c: self.service.create_in(c, self.ctx, resource, if_none_exist))
+        )
         assert written.body is not None
         return dict(orjson.loads(written.body))
 
@@ -142,18 +129,6 @@ class EmbeddedTarget:
                 lambda c: self.service.delete_in(c, self.ctx, res_type, res_id, expected)
             )
         )
-
-    def _find(
-        self, conn: Connection, res_type: str, params: list[tuple[str, str]], limit: int = 100
-    ) -> list[ResourceRow]:
-        text = params[0][1] if len(params) == 1 and params[0][0] == "identifier" else ","
-        if "," not in text and "\\" not in text:  # one plain identifier: the prepared lookup
-            system, bar, value = text.partition("|")
-            if bar and system and value:
-                return resources.find_by_identifier(conn, res_type, system, value, limit)
-            if not bar and text:
-                return resources.find_by_identifier(conn, res_type, None, text, limit)
-        return self.search_service.match(conn, res_type, params, limit=limit)
 
     def _in(self, work: Callable[[Connection], T]) -> T:
         """`work` in the chunk's transaction, or in one of its own."""

@@ -137,6 +137,7 @@ _BY_IDENTIFIER = (
         fhir_idx_token.c.system == bindparam("system"),
         fhir_resource.c.deleted.is_(False),
     )
+    .distinct()
     .order_by(fhir_resource.c.resource_pk)
     .limit(bindparam("limit"))
 )
