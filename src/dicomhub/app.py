@@ -15,10 +15,11 @@ from dicomhub.bootstrap import Services, build_services, build_sync_worker
 from dicomhub.config import Settings
 from dicomhub.dicomweb import errors as dicomweb_errors
 from dicomhub.dicomweb.responses import JSONResponse
-from dicomhub.dicomweb.routes import changefeed, delete, qido, stow, wado
+from dicomhub.dicomweb.routes import changefeed, delete, frames, qido, rendered, stow, wado
 from dicomhub.fhir.api import errors as fhir_errors
 from dicomhub.fhir.api import routes as fhir_routes
 from dicomhub.fhir.api import search_routes as fhir_search_routes
+from dicomhub.ui import routes as ui_routes
 
 __all__ = ["DICOMWEB_PREFIXES", "create_app", "create_app_from_env"]
 
@@ -67,8 +68,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(fhir_search_routes.router, prefix="/fhir", tags=["FHIR"])
     app.include_router(admin_routes.router, prefix="/admin", tags=["administration"])
     for prefix in DICOMWEB_PREFIXES:
-        for module in (stow, qido, wado, delete, changefeed):
+        for module in (stow, qido, wado, frames, rendered, delete, changefeed):
             app.include_router(module.router, prefix=prefix)
+
+    # last: the UI owns / and /viewer, nothing under the DICOMweb or FHIR prefixes
+    app.include_router(ui_routes.router)
 
     @app.get("/health", tags=["Health"], summary="Liveness and storage check")
     @app.get("/health/check", tags=["Health"], include_in_schema=False)

@@ -1,0 +1,1 @@
+"""The web UI at / and the OHIF viewer at /viewer."""
