@@ -961,6 +961,22 @@ def test_includefield_at_study_level(
         assert (sorted(got) if got else got) == expected, keyword
 
 
+def test_includefield_from_instances_belongs_to_each_result(archive: Archive) -> None:
+    """Attributes read from an instance's stored JSON come from that study's or series' own
+    instance, not from the newest instance of the archive (OHIF's study list asks Modality)."""
+    studies = search(archive.http, "/studies", [("includefield", "00080060,ModalitiesInStudy")])
+    assert len(studies) > 2
+    for item in studies:
+        assert value(item, "Modality")[0] in value(item, "ModalitiesInStudy"), item
+    series = search(archive.http, "/series", [("includefield", "SOPInstanceUID")])
+    assert len(series) > 2
+    for item in series:
+        study_uid = value(item, "StudyInstanceUID")[0]
+        series_uid = value(item, "SeriesInstanceUID")[0]
+        members = search(archive.http, f"/studies/{study_uid}/series/{series_uid}/instances", [])
+        assert value(item, "SOPInstanceUID")[0] in {value(m, "SOPInstanceUID")[0] for m in members}
+
+
 def test_includefield_of_an_attribute_nobody_has(archive: Archive) -> None:
     item = _one(archive, "/studies", {"StudyInstanceUID": "{A}", "includefield": "00091001"})
     assert item["00091001"] == {"vr": "UN"}

@@ -127,7 +127,10 @@ def _representative_metadata(level: Level) -> Any:
         if level is Level.STUDY
         else inner.c.series_key == series.c.series_key
     )
-    newest = select(func.max(inner.c.instance_key)).where(link).scalar_subquery()
+    # Correlated by name: auto-correlation only looks one SELECT out, and this one sits two
+    # levels down, where it would otherwise take the newest instance of the whole archive.
+    outer = study if level is Level.STUDY else series
+    newest = select(func.max(inner.c.instance_key)).where(link).correlate(outer).scalar_subquery()
     return (
         select(instance_metadata.c.json)
         .where(instance_metadata.c.instance_key == newest)
