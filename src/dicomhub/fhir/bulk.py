@@ -11,7 +11,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from dicomhub.context import RequestContext
 from dicomhub.errors import DicomhubError
 from dicomhub.fhir.references import iter_references, rewrite_references
 from dicomhub.fhir.search.extract import extract
-from dicomhub.fhir.search.rows import IndexRows
+from dicomhub.fhir.search.rows import RowTuples
 from dicomhub.fhir.service import FhirService, format_instant
 from dicomhub.fhir.validation import validate_resource
 from dicomhub.storage.fhir import resources as store
@@ -35,6 +35,8 @@ __all__ = ["BulkLoader", "LoadReport", "read_resources"]
 log = logging.getLogger(__name__)
 
 _BATCH = 500
+# Resources per task sent to a validation worker.
+_CHUNK = 50
 # Targets of Synthea's conditional references (`Practitioner?identifier=...`) go first, then
 # patients, so that references resolve while the rest loads.
 _FIRST = ("Organization", "Location", "Practitioner", "PractitionerRole", "Patient")
@@ -128,16 +130,33 @@ def _entry_id(entry: dict[str, Any]) -> str | None:
     return None
 
 
-def _prepare(item: tuple[Any, str]) -> tuple[Any, IndexRows | None, str | None]:
-    """Worker side: validate and index one resource (meta.lastUpdated already set)."""
-    resource, _ = item
+def _prepare(resource: dict[str, Any]) -> tuple[RowTuples | None, str | None]:
+    """Validate and index one resource (meta.lastUpdated already set): (rows, problem)."""
     try:
         validate_resource(resource)
-        return resource, extract(resource), None
+        return extract(resource).as_tuples(), None
     except DicomhubError as exc:
-        return resource, None, exc.message
+        return None, exc.message
     except ValueError as exc:
-        return resource, None, f"cannot be indexed: {exc}"
+        return None, f"cannot be indexed: {exc}"
+
+
+def _prepare_all(resources: list[dict[str, Any]]) -> list[tuple[RowTuples | None, str | None]]:
+    """Worker side: a chunk of resources. Only rows and problems travel back, not resources."""
+    return [_prepare(r) for r in resources]
+
+
+@dataclass
+class _Staged:
+    """A batch whose resources are being validated and indexed (in workers, or already done)."""
+
+    ready: list[tuple[str, dict[str, Any]]]
+    now: datetime
+    results: (
+        list[Future[list[tuple[RowTuples | None, str | None]]]]
+        | list[tuple[RowTuples | None, str | None]]
+    )
+    size: int
 
 
 @dataclass
@@ -160,22 +179,30 @@ class BulkLoader:
         items.sort(key=lambda it: order.get(_type_of(it[1]), len(order)))
         pool = ProcessPoolExecutor(self.workers) if self.workers > 1 else None
         try:
+            # Two batches in flight: the workers validate batch n+1 while batch n is written.
+            waiting: _Staged | None = None
             for start in range(0, len(items), _BATCH):
-                batch = items[start : start + _BATCH]
-                self._load_batch(ctx, batch, report, pool)
-                progress(len(batch))
+                staged = self._stage(ctx, items[start : start + _BATCH], report, pool)
+                if waiting is not None:
+                    self._finish(waiting, report)
+                    progress(waiting.size)
+                waiting = staged
+            if waiting is not None:
+                self._finish(waiting, report)
+                progress(waiting.size)
         finally:
             if pool is not None:
-                pool.shutdown()
+                pool.shutdown(cancel_futures=True)
         return report
 
-    def _load_batch(
+    def _stage(
         self,
         ctx: RequestContext,
         batch: list[tuple[str, Any]],
         report: LoadReport,
         pool: ProcessPoolExecutor | None,
-    ) -> None:
+    ) -> _Staged:
+        """Stamp, resolve conditional references, and hand the batch to the workers."""
         now = ctx.now()
         stamped = format_instant(now)
         ready: list[tuple[str, dict[str, Any]]] = []
@@ -191,28 +218,42 @@ class BulkLoader:
             resource["meta"] = {**(resource.get("meta") or {}), "lastUpdated": stamped}
             ready.append((where, resource))
         # the batch's own identifiers first: a reference may name a resource loaded beside it
+        # (or in the batch still being written, which is not in the database yet)
         for _, resource in ready:
             self._remember(resource)
         with self.service.db.read() as conn:
             for _, resource in ready:
                 self._resolve(conn, resource, report)
-        work = [(r, w) for w, r in ready]
-        results = (
-            list(pool.map(_prepare, work, chunksize=50)) if pool else [_prepare(x) for x in work]
-        )
-        good: list[tuple[dict[str, Any], IndexRows]] = []
-        for (where, _), (resource, rows, problem) in zip(ready, results, strict=True):
+        resources = [r for _, r in ready]
+        if pool is None:
+            return _Staged(ready, now, [_prepare(r) for r in resources], len(batch))
+        futures = [
+            pool.submit(_prepare_all, resources[i : i + _CHUNK])
+            for i in range(0, len(resources), _CHUNK)
+        ]
+        return _Staged(ready, now, futures, len(batch))
+
+    def _finish(self, staged: _Staged, report: LoadReport) -> None:
+        """Wait for the batch's rows and write the valid resources in one transaction."""
+        results: list[tuple[RowTuples | None, str | None]] = []
+        for item in staged.results:
+            if isinstance(item, Future):
+                results.extend(item.result())
+            else:
+                results.append(item)
+        good: list[tuple[dict[str, Any], RowTuples]] = []
+        for (where, resource), (rows, problem) in zip(staged.ready, results, strict=True):
             if problem is not None or rows is None:
                 report.failed.append((where, problem or "invalid"))
             else:
                 good.append((resource, rows))
         if good:
-            self.service.db.write(lambda conn: self._write(conn, good, now))
+            self.service.db.write(lambda conn: self._write(conn, good, staged.now))
         for resource, _ in good:
             report.loaded[resource["resourceType"]] += 1
 
     def _write(
-        self, conn: Connection, good: list[tuple[dict[str, Any], IndexRows]], now: datetime
+        self, conn: Connection, good: list[tuple[dict[str, Any], RowTuples]], now: datetime
     ) -> None:
         by_type: dict[str, list[str]] = {}
         for resource, _ in good:

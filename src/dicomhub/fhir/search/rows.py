@@ -6,7 +6,9 @@ fhir_idx_* tables; the search SQL reads those tables. All text is already normal
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from typing import Any
 
 __all__ = [
     "OF_TYPE",
@@ -15,6 +17,7 @@ __all__ = [
     "NumberRow",
     "QuantityRow",
     "ReferenceRow",
+    "RowTuples",
     "StringRow",
     "TokenRow",
     "UriRow",
@@ -104,6 +107,11 @@ class ReferenceRow:
     identifier_value: str | None = None
 
 
+# Index rows as plain tuples in column order, by IndexRows attribute (= index table) name:
+# what the storage writes, and cheap to send between processes.
+RowTuples = dict[str, list[tuple[Any, ...]]]
+
+
 @dataclass(slots=True)
 class IndexRows:
     strings: list[StringRow] = field(default_factory=list)
@@ -113,3 +121,30 @@ class IndexRows:
     quantities: list[QuantityRow] = field(default_factory=list)
     uris: list[UriRow] = field(default_factory=list)
     references: list[ReferenceRow] = field(default_factory=list)
+
+    def as_tuples(self) -> RowTuples:
+        """Each non-empty kind of row as tuples of its fields, in declaration order."""
+        out: RowTuples = {}
+        for name, values in _TUPLE_OF.items():
+            rows = getattr(self, name)
+            if rows:
+                out[name] = [values(r) for r in rows]
+        return out
+
+
+def _getter(cls: type) -> Any:
+    names = [f.name for f in fields(cls)]
+    return attrgetter(*names)
+
+
+# The fields of every row class, in the order of the index tables' columns after
+# (resource_pk, res_type).
+_TUPLE_OF = {
+    "strings": _getter(StringRow),
+    "tokens": _getter(TokenRow),
+    "dates": _getter(DateRow),
+    "numbers": _getter(NumberRow),
+    "quantities": _getter(QuantityRow),
+    "uris": _getter(UriRow),
+    "references": _getter(ReferenceRow),
+}

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 
-from dicomhub.fhir.search.rows import IndexRows
+from dicomhub.fhir.search.rows import IndexRows, RowTuples
 from dicomhub.storage.schema import (
     fhir_idx_date,
     fhir_idx_number,
@@ -80,7 +80,7 @@ class NewVersion:
     last_updated: datetime
     method: str  # POST, PUT, DELETE
     body: bytes | None  # None for DELETE
-    rows: IndexRows | None  # None for DELETE
+    rows: IndexRows | RowTuples | None  # None for DELETE
     pk: int | None = None
 
 
@@ -247,18 +247,22 @@ def write_versions(conn: Connection, versions: Sequence[NewVersion]) -> list[int
     if replaced:
         for table in INDEX_TABLES.values():
             conn.execute(delete(table).where(table.c.resource_pk.in_(replaced)))
-    for name, table in INDEX_TABLES.items():
-        params: list[dict[str, Any]] = []
-        for pk, v in zip(pks, versions, strict=True):
-            if v.rows is None:
-                continue
-            for row in getattr(v.rows, name):
-                values = {f.name: getattr(row, f.name) for f in fields(row)}
-                values["resource_pk"] = pk
-                values["res_type"] = v.res_type
-                params.append(values)
-        if params:
-            conn.execute(insert(table), params)
+    by_table: dict[str, list[tuple[Any, ...]]] = {}
+    for pk, v in zip(pks, versions, strict=True):
+        if v.rows is None:
+            continue
+        rows = v.rows.as_tuples() if isinstance(v.rows, IndexRows) else v.rows
+        head = (pk, v.res_type)
+        for name, values in rows.items():
+            by_table.setdefault(name, []).extend(head + t for t in values)
+    placeholder = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    for name, params in by_table.items():
+        # Plain DB-API executemany with positional rows: index rows are most of what a write
+        # inserts, and SQLAlchemy's per-row parameter processing cost more than the inserts.
+        table = INDEX_TABLES[name]
+        columns = ", ".join(c.name for c in table.columns)
+        marks = ", ".join(placeholder for _ in table.columns)
+        conn.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", params)
     return pks
 
 
