@@ -6,6 +6,7 @@ transaction per few hundred resources) and validation runs in worker processes.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import uuid
@@ -174,11 +175,20 @@ class BulkLoader:
         progress: Callable[[int], None] = lambda n: None,
     ) -> LoadReport:
         report = LoadReport()
-        items = _last_occurrences(list(sources), progress)
-        order = {t: i for i, t in enumerate(_FIRST)}
-        items.sort(key=lambda it: order.get(_type_of(it[1]), len(order)))
         pool = ProcessPoolExecutor(self.workers) if self.workers > 1 else None
+        if pool is not None:
+            # Fork the workers now, while the process is small: forked after the input is
+            # read, each would drag (and, as their collector touches it, copy) all of it.
+            pool.submit(int).result()
+        frozen = False
         try:
+            items = _last_occurrences(list(sources), progress)
+            order = {t: i for i, t in enumerate(_FIRST)}
+            items.sort(key=lambda it: order.get(_type_of(it[1]), len(order)))
+            # Millions of parsed JSON objects live until the end: keep the cyclic collector
+            # from walking them again and again while the load allocates.
+            gc.freeze()
+            frozen = True
             # Two batches in flight: the workers validate batch n+1 while batch n is written.
             waiting: _Staged | None = None
             for start in range(0, len(items), _BATCH):
@@ -191,6 +201,8 @@ class BulkLoader:
                 self._finish(waiting, report)
                 progress(waiting.size)
         finally:
+            if frozen:
+                gc.unfreeze()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         return report
