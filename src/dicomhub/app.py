@@ -10,7 +10,7 @@ from anyio import to_thread
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from dicomhub import __version__, admin_routes
+from dicomhub import __version__, admin_routes, http_middleware
 from dicomhub.bootstrap import Services, build_services, build_sync_worker
 from dicomhub.config import Settings
 from dicomhub.dicomweb import errors as dicomweb_errors
@@ -63,6 +63,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    http_middleware.install(app, settings.cors_origins)
     app.include_router(fhir_routes.router, prefix="/fhir", tags=["FHIR"])
     # after the FHIR routes: GET /fhir/{type} must not shadow /fhir/metadata or /fhir/_history
     app.include_router(fhir_search_routes.router, prefix="/fhir", tags=["FHIR"])

@@ -15,9 +15,12 @@ from dicomhub.fhir.search_service import FhirSearch
 from dicomhub.fhir.service import FhirService, format_instant
 from dicomhub.services.changefeed import ChangeFeedService
 from dicomhub.services.delete import DeleteService
+from dicomhub.services.frames import FrameService
+from dicomhub.services.rendering import RenderService
 from dicomhub.services.retrieve import RetrieveService
 from dicomhub.services.search import SearchService
 from dicomhub.services.store import StoreService
+from dicomhub.services.thumbnails import ThumbnailCache
 from dicomhub.storage import sync as sync_store
 from dicomhub.storage.blobs.filesystem import FilesystemBlobStore
 from dicomhub.storage.engine import Database
@@ -59,6 +62,8 @@ class Services:
     store: StoreService
     search: SearchService
     retrieve: RetrieveService
+    frames: FrameService
+    rendering: RenderService
     delete: DeleteService
     changefeed: ChangeFeedService
     fhir: FhirStore
@@ -82,6 +87,8 @@ def build_services(settings: Settings) -> Services:
         bundles=BundleProcessor(fhir_service, search.read_entry, describe_fhir_error),
         started=format_instant(datetime.now(UTC)),
     )
+    retrieve = RetrieveService(db, blobs, store)
+    thumbnails = ThumbnailCache(settings.data_dir / "cache" / "thumbnails")
     return Services(
         settings=settings,
         db=db,
@@ -90,8 +97,10 @@ def build_services(settings: Settings) -> Services:
         search=SearchService(
             db, store, default_limit=settings.qido_default_limit, max_limit=settings.qido_max_limit
         ),
-        retrieve=RetrieveService(db, blobs, store),
-        delete=DeleteService(db, blobs, store),
+        retrieve=retrieve,
+        frames=FrameService(blobs, retrieve),
+        rendering=RenderService(retrieve, blobs, thumbnails),
+        delete=DeleteService(db, blobs, store, thumbnails),
         changefeed=ChangeFeedService(db),
         fhir=fhir,
     )

@@ -102,6 +102,13 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning (DICOMHUB_LOG_LEVEL).")
     ] = None,
+    cors_origins: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated origins whose web pages may call the API, e.g. "
+            "https://viewer.example.org (DICOMHUB_CORS_ORIGINS; default: none)."
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the DICOMweb server."""
@@ -116,6 +123,7 @@ def serve(
         workers=workers,
         insecure=insecure,
         log_level=log_level,
+        cors_origins=cors_origins,
     )
     _logging(settings.log_level)
     try:

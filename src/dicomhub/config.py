@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 __all__ = ["CONFIG_ENV", "Settings", "is_loopback"]
 
 CONFIG_ENV = "DICOMHUB_CONFIG"
+_ORIGIN = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s?#@]+")
 
 
 def is_loopback(host: str) -> bool:
@@ -84,6 +92,13 @@ class Settings(BaseSettings):
     # IANA zone of DICOM dates and times that carry no TimezoneOffsetFromUTC; unset: the
     # ImagingStudy gets the date only (a FHIR dateTime with a time needs a zone).
     dicom_timezone: str | None = None
+    # Origins whose pages may call the API from a browser (CORS): none by default, since a
+    # page of any site the user visits could otherwise read the archive. A list, or one
+    # comma-separated string in the environment; "*" allows every origin.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    # The OHIF viewer's dist served at /viewer (`make viewer` installs it here); relative to
+    # the working directory.
+    viewer_dir: Path = Path(".viewer/dist")
 
     @classmethod
     def settings_customise_sources(
@@ -95,6 +110,28 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            # a JSON list (the pydantic-settings form of lists) or comma-separated origins
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+            value = [v for v in value if str(v).strip()]
+        if not isinstance(value, list):
+            return value
+        origins: list[str] = []
+        for raw in value:
+            origin = str(raw).strip().rstrip("/")
+            # Browsers send Origin as scheme://host[:port], lower case, with no path.
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"cors_origins: {raw!r} is not an origin like https://viewer.example.org "
+                    "or http://localhost:3000 (scheme, host and port only), nor *"
+                )
+            origins.append(origin.lower())
+        return ["*"] if "*" in origins else list(dict.fromkeys(origins))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

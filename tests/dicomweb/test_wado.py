@@ -185,8 +185,7 @@ def test_application_dicom_is_not_acceptable_for_several_instances(
 
 
 def test_unsupported_retrieve_media_types(http: httpx.Client, archive: Archive) -> None:
-    for accept in (
-        "application/zip",
+    for accept in (  # application/zip is served: tests/dicomweb/test_zip.py
         "image/jpeg",
         'multipart/related; type="image/jpeg"',
         'multipart/related; type="application/octet-stream"',
@@ -196,20 +195,27 @@ def test_unsupported_retrieve_media_types(http: httpx.Client, archive: Archive) 
         assert_error(r, 406, "not-acceptable")
 
 
-def test_another_transfer_syntax_is_refused_clearly(http: httpx.Client, archive: Archive) -> None:
-    for accept in (
-        f'multipart/related; type="application/dicom"; transfer-syntax={IMPLICIT_LE}',
-        f"application/dicom; transfer-syntax={IMPLICIT_LE}",
-        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50',
-    ):
-        r = http.get(_path(archive.a[0]), headers={"Accept": accept})
-        body = assert_error(r, 406, "not-acceptable")
-        assert "transcoding is not supported" in body["message"]
-        assert EXPLICIT_LE in body["message"]  # says how the instance is stored
-        assert "transfer-syntax=*" in body["message"]  # and what to ask for instead
-        if accept.startswith("multipart"):
-            study = http.get(f"/studies/{archive.study}", headers={"Accept": accept})
-            assert_error(study, 406, "not-acceptable")
+def test_another_transfer_syntax_is_transcoded_or_refused_clearly(
+    http: httpx.Client, archive: Archive
+) -> None:
+    # Transcoding itself is tested in tests/dicomweb/test_transcode.py.
+    original = dcmread(io.BytesIO(archive.a[0]))
+    single = http.get(
+        _path(archive.a[0]), headers={"Accept": f"application/dicom; transfer-syntax={IMPLICIT_LE}"}
+    )
+    assert single.status_code == 200, single.text
+    assert single.headers["content-type"] == f"application/dicom; transfer-syntax={IMPLICIT_LE}"
+    back = dcmread(io.BytesIO(single.content))
+    assert back.file_meta.TransferSyntaxUID == IMPLICIT_LE
+    assert back.PixelData == original.PixelData
+    lossy = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    body = assert_error(
+        http.get(_path(archive.a[0]), headers={"Accept": lossy}), 406, "not-acceptable"
+    )
+    assert "lossy" in body["message"]
+    assert EXPLICIT_LE in body["message"]  # says how the instance is stored
+    assert "transfer-syntax=*" in body["message"]  # and what to ask for instead
+    assert_error(http.get(f"/studies/{archive.study}", headers={"Accept": lossy}), 406)
 
 
 def test_unknown_uids_are_not_found(http: httpx.Client, archive: Archive) -> None:
@@ -444,8 +450,13 @@ def test_encapsulated_pixel_data_frames(
         assert (
             part_headers["content-type"] == f"application/dicom; transfer-syntax={transfer_syntax}"
         )
+    # Explicit VR Little Endian: decoded (tests/dicomweb/test_transcode.py has the pixel checks).
     explicit = f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_LE}'
-    assert_error(http.get(_path(data), headers={"Accept": explicit}), 406, "not-acceptable")
+    ((part_headers, payload),) = _parts(http.get(_path(data), headers={"Accept": explicit}))
+    assert part_headers["content-type"] == f"application/dicom; transfer-syntax={EXPLICIT_LE}"
+    decoded = dcmread(io.BytesIO(payload))
+    assert decoded.file_meta.TransferSyntaxUID == EXPLICIT_LE
+    assert not decoded["PixelData"].is_undefined_length
 
 
 # -- ETag ---------------------------------------------------------------------------------------

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dicomhub.dicom.transcode import known_media_type
 from dicomhub.errors import NotAcceptable
+from dicomhub.services.frames import FrameTarget
 
 __all__ = [
     "MediaRange",
     "RetrieveChoice",
     "accepts_json",
     "choose_bulk",
+    "choose_frames",
     "choose_retrieve",
     "parse_accept",
     "parse_media_type",
@@ -102,13 +105,13 @@ def choose_retrieve(header: str | None, *, single_instance: bool) -> RetrieveCho
                 return RetrieveChoice(False, r.transfer_syntax)
             offered.append("application/dicom (a single instance only)")
         elif r.mime == "application/zip":
-            offered.append("application/zip")
+            return RetrieveChoice(False, r.transfer_syntax, zip=True)
         else:
             offered.append(r.mime)
     raise NotAcceptable(
         "cannot produce "
         + (", ".join(offered) or "the requested media type")
-        + '; use multipart/related; type="application/dicom"'
+        + '; use multipart/related; type="application/dicom", application/zip'
         + (" or application/dicom" if single_instance else "")
     )
 
@@ -137,3 +140,41 @@ def choose_bulk(header: str | None, *, parts: int) -> bool:
         'bulk data is served as multipart/related; type="application/octet-stream"'
         + (" or, for a single value, application/octet-stream" if parts == 1 else "")
     )
+
+
+def choose_frames(header: str | None) -> list[FrameTarget]:
+    """Acceptable frame representations by preference (PS3.18 8.7.3.3, Table 8.7.3-5).
+
+    `*/*`, `multipart/*` and a missing Accept mean frames as stored; `type=` may be unquoted.
+    """
+    targets: list[FrameTarget] = []
+    offered: list[str] = []
+    for r in parse_accept(header):
+        ts = r.transfer_syntax
+        if r.mime in ("*/*", "multipart/*"):
+            targets.append(FrameTarget(True, None, ts))
+        elif r.mime == "multipart/related":
+            kind = r.type_param
+            if kind in (None, "*/*"):
+                targets.append(FrameTarget(True, None, ts))
+            elif kind == "application/*":
+                targets.append(FrameTarget(True, "application/octet-stream", ts))
+            elif kind in ("image/*", "video/*") or known_media_type(kind):
+                targets.append(FrameTarget(True, kind, ts))
+            else:
+                offered.append(f"multipart/related; type={kind}")
+        elif r.mime in ("application/octet-stream", "application/*"):
+            targets.append(FrameTarget(False, "application/octet-stream", ts))
+        elif r.mime in ("image/*", "video/*") or known_media_type(r.mime):
+            targets.append(FrameTarget(False, r.mime, ts))
+        else:
+            offered.append(r.mime)
+    if not targets:
+        raise NotAcceptable(
+            "cannot produce "
+            + (", ".join(offered) or "the requested media type")
+            + ' for frames; use multipart/related; type="application/octet-stream" (with '
+            "transfer-syntax=* for frames as stored), a compressed frame media type such as "
+            "image/jpeg or image/jp2, or application/octet-stream for a single frame"
+        )
+    return targets

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 from anyio import to_thread
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from dicomhub.dicomweb.multipart import closing, new_boundary, part_header
 from dicomhub.storage.blobs.base import BlobStore
 
-__all__ = ["Part", "multipart_response", "single_response"]
+__all__ = [
+    "LazyPart",
+    "Part",
+    "generated_response",
+    "multipart_bytes",
+    "multipart_response",
+    "single_response",
+    "streamed_multipart_response",
+]
 
 # Parts up to this size are read whole, with their header, into one buffer (one send each);
 # larger ones stream in chunks of this size.
@@ -135,4 +143,63 @@ def multipart_response(
         body(),
         media_type=f'multipart/related; type="{part_type}"; boundary={boundary}',
         headers={"Content-Length": str(length)},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LazyPart:
+    """A part made while it is sent: `open()` (run in a worker thread) returns its chunks."""
+
+    headers: dict[str, str]
+    open: Callable[[], Iterator[bytes]]
+
+
+async def _generated(open_chunks: Callable[[], Iterator[bytes]]) -> AsyncIterator[bytes]:
+    chunks = await to_thread.run_sync(open_chunks)
+    try:
+        while (chunk := await to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # a generator paused between chunks: closing runs its cleanup here
+
+
+def generated_response(chunks: Iterator[bytes], media_type: str) -> StreamingResponse:
+    """A body made chunk by chunk in worker threads; its length is not known up front."""
+    return StreamingResponse(_generated(lambda: chunks), media_type=media_type)
+
+
+def streamed_multipart_response(
+    blobs: BlobStore, parts: Sequence[Part | LazyPart], part_type: str
+) -> StreamingResponse:
+    """multipart/related whose parts may be made while sending (chunked, no Content-Length)."""
+    boundary = new_boundary()
+
+    async def body() -> AsyncIterator[bytes]:
+        for i, part in enumerate(parts):
+            yield part_header(boundary, part.headers, first=i == 0)
+            if isinstance(part, LazyPart):
+                async for chunk in _generated(part.open):
+                    yield chunk
+            else:
+                async for chunk in _stream(blobs, part):
+                    yield chunk
+        yield closing(boundary)
+
+    return StreamingResponse(
+        body(), media_type=f'multipart/related; type="{part_type}"; boundary={boundary}'
+    )
+
+
+def multipart_bytes(parts: Sequence[tuple[dict[str, str], bytes]], part_type: str) -> Response:
+    """A multipart/related body already in memory: one buffer, one send."""
+    boundary = new_boundary()
+    pieces: list[bytes] = []
+    for i, (headers, data) in enumerate(parts):
+        pieces += (part_header(boundary, headers, first=i == 0), data)
+    pieces.append(closing(boundary))
+    return Response(
+        b"".join(pieces),
+        media_type=f'multipart/related; type="{part_type}"; boundary={boundary}',
     )

@@ -9,6 +9,7 @@ from functools import partial
 from dicomhub.context import RequestContext
 from dicomhub.errors import NotFound
 from dicomhub.services.store import StoreService
+from dicomhub.services.thumbnails import ThumbnailCache
 from dicomhub.storage.blobs.base import BlobStore
 from dicomhub.storage.engine import Database
 from dicomhub.storage.index import instances as index
@@ -23,6 +24,7 @@ class DeleteService:
     db: Database
     blobs: BlobStore
     store: StoreService
+    thumbnails: ThumbnailCache | None = None
 
     def delete(
         self, ctx: RequestContext, study: str, series: str | None = None, sop: str | None = None
@@ -58,6 +60,8 @@ class DeleteService:
                     log.exception("could not remove blob %s; it stays queued", blob_id)
                     break
             # A blob still staged by a store stays queued: it is removed once promoted.
+            if done and self.thumbnails is not None:
+                self.thumbnails.drop(done)
             if done:
                 self.db.write(partial(index.forget_blob_deletions, blob_ids=done))
             removed += len(done)

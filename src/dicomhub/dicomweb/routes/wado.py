@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 
 from anyio import to_thread
 from fastapi import APIRouter, Request
@@ -10,7 +11,15 @@ from starlette.responses import Response, StreamingResponse
 
 from dicomhub.dicomweb.deps import Ctx, ServicesDep, UrlsDep, check_uids
 from dicomhub.dicomweb.negotiation import accepts_json, choose_bulk, choose_retrieve
-from dicomhub.dicomweb.streaming import Part, multipart_response, single_response
+from dicomhub.dicomweb.streaming import (
+    LazyPart,
+    Part,
+    generated_response,
+    multipart_response,
+    single_response,
+    streamed_multipart_response,
+)
+from dicomhub.dicomweb.zipstream import ZipMember, zip_response
 from dicomhub.errors import NotAcceptable
 from dicomhub.services.retrieve import StoredInstance
 from dicomhub.services.urls import Urls
@@ -35,15 +44,15 @@ async def _retrieve(
     choice = choose_retrieve(request.headers.get("accept"), single_instance=sop is not None)
     found = await to_thread.run_sync(services.retrieve.instances, ctx, study, series, sop)
     wanted = choice.transfer_syntax
-    if wanted not in (None, "*"):
-        mismatched = sorted(
-            {s.transfer_syntax_uid for s in found if s.transfer_syntax_uid != wanted}
-        )
-        if mismatched:
+    if wanted not in (None, "*") and any(s.transfer_syntax_uid != wanted for s in found):
+        if choice.zip:
             raise NotAcceptable(
-                f"transcoding is not supported yet: stored as {', '.join(mismatched)}, asked for "
-                f"{wanted}; ask for transfer-syntax=* to receive the instances as stored"
+                "application/zip holds the instances as stored; ask for it without "
+                "transfer-syntax or with transfer-syntax=*"
             )
+        return await _transcoded(services, urls, found, wanted, multipart=choice.multipart)
+    if choice.zip:
+        return _zip(services, found, sop or series or study)
     if not choice.multipart:
         (stored,) = found
         return single_response(
@@ -64,6 +73,49 @@ async def _retrieve(
         for s in found
     ]
     return multipart_response(services.blobs, parts, "application/dicom")
+
+
+async def _transcoded(
+    services: ServicesDep, urls: Urls, found: list[StoredInstance], wanted: str, *, multipart: bool
+) -> Response:
+    """Instances converted to `wanted` while they are sent, frame by frame; those already in it
+    go as stored. The first one is converted before the status line, so its refusal is a 406."""
+    services.frames.check_transcode(found, wanted)
+    part_type = f"application/dicom; transfer-syntax={wanted}"
+    first = found[0]
+    chunks = None
+    if first.transfer_syntax_uid != wanted:
+        chunks = await to_thread.run_sync(services.frames.transcoded, first, wanted)
+    if not multipart:
+        assert chunks is not None
+        return generated_response(chunks, part_type)
+    parts: list[Part | LazyPart] = []
+    for s in found:
+        headers = {
+            "Content-Type": part_type,
+            "Content-Location": urls.instance(s.study_uid, s.series_uid, s.sop_instance_uid),
+        }
+        if s.transfer_syntax_uid == wanted:
+            headers["Content-Length"] = str(s.size)
+            parts.append(Part(headers, s.blob_id, ((0, s.size),)))
+        elif s is first and chunks is not None:
+            parts.append(LazyPart(headers, partial(_given, chunks)))
+        else:
+            parts.append(LazyPart(headers, partial(services.frames.transcoded, s, wanted)))
+    return streamed_multipart_response(services.blobs, parts, "application/dicom")
+
+
+def _given(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    return chunks
+
+
+def _zip(services: ServicesDep, found: list[StoredInstance], uid: str) -> Response:
+    """The stored files as a ZIP download; names inside are UIDs only, never patient data."""
+    members = [
+        ZipMember(f"{s.study_uid}/{s.series_uid}/{s.sop_instance_uid}.dcm", s.blob_id, s.size)
+        for s in found
+    ]
+    return zip_response(services.blobs, members, f"{uid}.zip")
 
 
 @router.get("/studies/{study}", summary="Retrieve a study")
@@ -108,7 +160,10 @@ async def _metadata(
     metadata = await to_thread.run_sync(services.retrieve.metadata, ctx, urls, study, series, sop)
     headers = {"ETag": metadata.etag, "Cache-Control": "no-cache"}
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match and metadata.etag in {t.strip() for t in if_none_match.split(",")}:
+    # RFC 9110 13.1.2: If-None-Match compares weakly (a W/ tag from a cache matches too)
+    if if_none_match and metadata.etag in {
+        t.strip().removeprefix("W/") for t in if_none_match.split(",")
+    }:
         metadata.chunks.close()  # type: ignore[attr-defined]
         return Response(status_code=304, headers=headers)
 
