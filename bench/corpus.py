@@ -17,6 +17,7 @@ import json
 import random
 import shutil
 import unicodedata
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,18 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 __all__ = [
+    "FRAME_CODE_BITS",
     "CorpusSpec",
     "IngestCorpus",
     "IngestInstance",
+    "MultiFrame",
     "QueryCorpus",
     "QueryStudy",
     "StudyRecord",
     "fold",
+    "frame_code_boxes",
     "load_or_generate",
+    "load_or_generate_multiframe",
     "spec_for",
     "variant_uid",
     "with_variant",
@@ -43,9 +48,11 @@ __all__ = [
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 INGEST_ROOT = UID_ROOT + "1"  # + variant digit + "."
 QUERY_ROOT = UID_ROOT + "2."
+MULTIFRAME_ROOT = UID_ROOT + "3."
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+MULTIFRAME_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word SC Image
 IMPLEMENTATION_UID = UID_ROOT + "9.1"
 FORMAT_VERSION = 2  # bump when the generated content changes
 
@@ -274,6 +281,18 @@ def _write(ds: Dataset, path: Path) -> int:
     return path.stat().st_size
 
 
+def _grayscale_12_bit(ds: Dataset, rows: int, columns: int) -> None:
+    """Image Pixel module of the corpus: MONOCHROME2, 16 bits allocated, 12 stored, unsigned."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+
+
 def _phantom(size: int, rng: np.random.Generator, slice_pos: float, kind: str) -> np.ndarray:
     """A plausible-looking 12-bit image: body ellipse, a few organs, noise."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
@@ -364,15 +383,8 @@ def _generate_ingest(spec: CorpusSpec, root: Path) -> dict[str, Any]:
                 ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
                 ds.FrameOfReferenceUID = frame_uid
                 ds.SliceLocation = -i * thickness
-                ds.SamplesPerPixel = 1
-                ds.PhotometricInterpretation = "MONOCHROME2"
-                ds.Rows = spec.image_size
-                ds.Columns = spec.image_size
+                _grayscale_12_bit(ds, spec.image_size, spec.image_size)
                 ds.PixelSpacing = [0.9765625, 0.9765625]
-                ds.BitsAllocated = 16
-                ds.BitsStored = 12
-                ds.HighBit = 11
-                ds.PixelRepresentation = 0
                 ds.WindowCenter = 40 if series.modality == "CT" else 600
                 ds.WindowWidth = 400 if series.modality == "CT" else 1200
                 if series.modality == "CT":
@@ -504,14 +516,7 @@ def _generate_query(spec: CorpusSpec, root: Path) -> dict[str, Any]:
         ds.StudyID = str(s + 1)
         ds.SeriesNumber = 1
         ds.InstanceNumber = 1
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = 16
-        ds.Columns = 16
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
+        _grayscale_12_bit(ds, 16, 16)
         ds.PixelData = (pixels + (s % 1000)).tobytes()
         rel = Path("query") / f"{s // 1000:03d}" / f"{s + 1:06d}.dcm"
         _write(ds, root / rel)
@@ -531,29 +536,42 @@ def _generate_query(spec: CorpusSpec, root: Path) -> dict[str, Any]:
     return {"studies": records}
 
 
+def _cached(
+    root: Path,
+    field: str,
+    key: dict[str, Any],
+    generate: Callable[[], dict[str, Any]],
+    announce: Callable[[], None],
+) -> dict[str, Any]:
+    """root/manifest.json when its `field` equals `key`; else root is emptied, `generate`
+    fills it and the manifest is written last (its presence means the content is complete)."""
+    manifest_path = root / "manifest.json"
+    key = json.loads(json.dumps(key))  # as it reads back (tuples become lists)
+    if manifest_path.exists():
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        if manifest.get(field) == key:
+            return manifest
+    announce()
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    manifest = {field: key, **generate()}
+    manifest_path.write_text(json.dumps(manifest))
+    return manifest
+
+
 def load_or_generate(
     spec: CorpusSpec, base: Path, log: Any = print
 ) -> tuple[IngestCorpus, QueryCorpus]:
     """The corpus of `spec` under base/<name>, generated first if missing or out of date."""
     root = base / spec.name
-    manifest_path = root / "manifest.json"
-    manifest: dict[str, Any] | None = None
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("spec") != json.loads(json.dumps(spec.key())):
-            manifest = None
-    if manifest is None:
-        log(f"generating the {spec.name} corpus into {root} (once; reused by later runs)")
-        if root.exists():
-            shutil.rmtree(root)
-        root.mkdir(parents=True)
-        manifest = {
-            "spec": spec.key(),
-            "ingest": _generate_ingest(spec, root),
-            "query": _generate_query(spec, root),
-        }
-        # Written last: its presence means the corpus is complete.
-        manifest_path.write_text(json.dumps(manifest))
+    manifest = _cached(
+        root,
+        "spec",
+        spec.key(),
+        lambda: {"ingest": _generate_ingest(spec, root), "query": _generate_query(spec, root)},
+        lambda: log(f"generating the {spec.name} corpus into {root} (once; reused by later runs)"),
+    )
     ingest = [
         IngestInstance(
             path=root / r["path"],
@@ -588,3 +606,123 @@ def load_or_generate(
         for r in manifest["ingest"]["studies"]
     ]
     return IngestCorpus(ingest, studies, big, multi), query
+
+
+# ----------------------------------------------------------------------------------------
+# The multi-frame instance (issue 5: frames, rendered frames)
+
+MULTIFRAME_FORMAT = 1  # bump when the generated content changes
+FRAME_CODE_BITS = 7  # frame numbers 1..127
+
+
+@dataclass(frozen=True)
+class MultiFrame:
+    """One multi-frame instance: where it is and what each frame must contain."""
+
+    path: Path
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    frames: int
+    rows: int
+    columns: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.rows * self.columns * 2
+
+    def url(self) -> str:
+        return f"/studies/{self.study_uid}/series/{self.series_uid}/instances/{self.sop_uid}"
+
+
+def frame_code_boxes() -> list[tuple[float, float, float, float]]:
+    """(top, bottom, left, right) as fractions of the image, one box per bit of the frame
+    number (least significant first), in the empty band above the phantom's body."""
+    width = 1 / (FRAME_CODE_BITS + 1)
+    return [
+        (0.03, 0.10, (k + 0.5) * width + 0.1 * width, (k + 1.5) * width - 0.1 * width)
+        for k in range(FRAME_CODE_BITS)
+    ]
+
+
+def _frame_code(img: np.ndarray, number: int) -> None:
+    """Write `number` into the boxes: white (4095) for a 1 bit, black (0) for a 0 bit."""
+    rows, cols = img.shape
+    for k, (top, bottom, left, right) in enumerate(frame_code_boxes()):
+        box = (
+            slice(int(top * rows), int(bottom * rows)),
+            slice(int(left * cols), int(right * cols)),
+        )
+        img[box] = 4095 if number >> k & 1 else 0
+
+
+def _generate_multiframe(root: Path, frames: int, size: int) -> dict[str, Any]:
+    rng = np.random.default_rng(20261126)
+    study_uid = f"{MULTIFRAME_ROOT}1.101"
+    series_uid = f"{MULTIFRAME_ROOT}2.101.101"
+    sop_uid = f"{MULTIFRAME_ROOT}3.101.101.10001"
+    pixels = np.empty((frames, size, size), np.uint16)
+    for n in range(frames):
+        pixels[n] = _phantom(size, rng, n / frames, "CT")
+        _frame_code(pixels[n], n + 1)
+    ds = Dataset()
+    ds.file_meta = _meta(MULTIFRAME_WORD_SC, sop_uid)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SOPClassUID = MULTIFRAME_WORD_SC
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240615"
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
+    ds.AccessionNumber = "BA20249001"
+    ds.Modality = "OT"
+    ds.ConversionType = "WSD"
+    ds.Manufacturer = "DICOMHUB BENCH"
+    ds.StudyDescription = "MULTI-FRAME VOLUME"
+    ds.SeriesDescription = f"{frames} frames {size}x{size} 16-bit"
+    ds.PatientName = "Volume^Vera"
+    ds.PatientID = "BENCH-P0100"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "F"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = "100"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = frames
+    # PS3.3 C.8.6.3: the frame increment of a Multi-frame SC image, here one slice per frame.
+    ds.FrameIncrementPointer = 0x00182005  # Slice Location Vector
+    ds.SliceLocationVector = [float(-n) for n in range(frames)]
+    _grayscale_12_bit(ds, size, size)
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    ds.RescaleType = "US"
+    ds.WindowCenter = 2048
+    ds.WindowWidth = 4096
+    ds.PixelData = pixels.tobytes()
+    rel = Path("multiframe.dcm")
+    _write(ds, root / rel)
+    return {
+        "path": str(rel),
+        "study_uid": study_uid,
+        "series_uid": series_uid,
+        "sop_uid": sop_uid,
+        "frames": frames,
+        "rows": size,
+        "columns": size,
+    }
+
+
+def load_or_generate_multiframe(
+    base: Path, log: Any = print, *, frames: int = 100, size: int = 512
+) -> MultiFrame:
+    """The multi-frame instance under base/multiframe, generated first if missing or stale."""
+    root = base / "multiframe"
+    manifest = _cached(
+        root,
+        "key",
+        {"format": MULTIFRAME_FORMAT, "frames": frames, "size": size},
+        lambda: {"instance": _generate_multiframe(root, frames, size)},
+        lambda: log(f"generating the {frames}-frame {size}x{size} instance into {root} (once)"),
+    )
+    record = manifest["instance"]
+    return MultiFrame(**{**record, "path": root / record["path"]})

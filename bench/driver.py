@@ -10,6 +10,8 @@ network namespace. Phases, each measured on dicomhub then on Orthanc:
    ModalitiesInStudy, limit/offset paging).
 4. WADO-RS metadata latency (the big series, a multi-series study).
 5. WADO-RS retrieve throughput (single instances, a whole study).
+6. Pixels (issue 5, bench/pixels.py): frames of a 100-frame instance, rendered JPEGs,
+   thumbnails.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import httpx
 
 import corpus
 import measure
+import pixels
 import queries
 import report
 import servers
@@ -41,18 +44,16 @@ from checks import (
     JSON,
     MULTIPART,
     SINGLE_DICOMHUB,
-    STOW_TYPE,
     check_metadata,
     check_single,
-    check_stow,
     check_study_retrieve,
     check_study_set,
     qido_url,
-    stow_body,
+    stow_jobs,
     study_uids,
 )
 from corpus import IngestCorpus, QueryCorpus, StudyRecord
-from measure import Job, Latency, Probe, Throughput
+from measure import Probe, Throughput, log
 from report import DICOMHUB, Figure, Target
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,15 +64,6 @@ INGEST_TARGET = Target(">=", 1.5)
 QIDO_TARGET = Target("<=", 0.5)
 METADATA_TARGET = Target("<=", 0.25)
 RETRIEVE_TARGET = Target(">=", 1.0)
-
-_START = time.monotonic()
-
-
-def log(message: str) -> None:
-    elapsed = time.monotonic() - _START
-    print(
-        f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {message}", file=sys.stderr, flush=True
-    )
 
 
 @dataclass(frozen=True)
@@ -107,24 +99,6 @@ QUICK_PLAN = Plan(
     retrieve_instances=40,
     study_retrieves=3,
 )
-
-
-def stow_jobs(instances: list[bytes], per_request: int) -> list[Job]:
-    """POST /studies bodies of `per_request` instances each, built before any clock starts."""
-    jobs = []
-    for i in range(0, len(instances), per_request):
-        chunk = instances[i : i + per_request]
-        jobs.append(
-            Job(
-                "/studies",
-                stow_body(chunk),
-                {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"},
-                check_stow(len(chunk)),
-                len(chunk),
-                sum(len(d) for d in chunk),
-            )
-        )
-    return jobs
 
 
 # ----------------------------------------------------------------------------------------
@@ -192,7 +166,7 @@ class Run:
                 result = measure.measure_parallel(server.base_url, jobs, clients)
                 self.verify_stored(server, expected, n, result)
                 fig.results[server.name] = result.summary()
-                log(f"  {server.name}: {_rate(result)}")
+                log(f"  {server.name}: {result.describe()}")
             self.catalog += expected
 
     def verify_stored(
@@ -240,7 +214,7 @@ class Run:
                 continue
             log(f"loading the query corpus ({len(studies)} studies) into {server.name}")
             result = measure.measure_parallel(server.base_url, jobs, 1)
-            log(f"  {server.name}: {_rate(result)}; checking every study is there")
+            log(f"  {server.name}: {result.describe()}; checking every study is there")
             problem = self.walk_all_studies(server, all_uids)
             if problem:
                 result.fail(problem)
@@ -291,7 +265,7 @@ class Run:
                         warmup=plan.latency_warmup,
                     )
                 fig.results[server.name] = result.summary()
-                log(f"  {server.name}: {_lat(result)}")
+                log(f"  {server.name}: {result.describe()}")
         self.paging()
 
     def paging(self) -> None:
@@ -328,7 +302,7 @@ class Run:
             for problem in book.problems():
                 result.fail(problem)
             fig.results[server.name] = result.summary()
-            log(f"  {server.name}: {_lat(result)}")
+            log(f"  {server.name}: {result.describe()}")
 
     def metadata_phase(self) -> None:
         variant = 1
@@ -369,7 +343,7 @@ class Run:
                 with measure.new_client(server.base_url) as client:
                     result = measure.measure_latency(client, requests, warmup=warmup)
                 fig.results[server.name] = result.summary()
-                log(f"  {server.name}: {_lat(result)}")
+                log(f"  {server.name}: {result.describe()}")
 
     def retrieve_phase(self) -> None:
         variant = 1
@@ -452,7 +426,7 @@ class Run:
                     result = measure.measure_sequential_throughput(client, requests, warmup=warmup)
                 for fig in figures:
                     fig.results[server.name] = result.summary()
-                log(f"  {server.name}: {_rate(result)}")
+                log(f"  {server.name}: {result.describe()}")
 
         study = ing.in_study(ing.multi_series_study)
         study_uid = corpus.variant_uid(study[0].study_uid, variant)
@@ -481,7 +455,7 @@ class Run:
             with measure.new_client(server.base_url) as client:
                 result = measure.measure_sequential_throughput(client, requests, warmup=1)
             fig.results[server.name] = result.summary()
-            log(f"  {server.name}: {_rate(result)}")
+            log(f"  {server.name}: {result.describe()}")
 
     def probes_phase(self) -> None:
         """One-off correctness observations reported as notes (not timed)."""
@@ -557,6 +531,7 @@ class Run:
                 ("QIDO", self.qido_phase),
                 ("metadata", self.metadata_phase),
                 ("retrieve", self.retrieve_phase),
+                ("pixels", lambda: pixels.pixels_phase(self, WORK)),
                 ("probes", self.probes_phase),
             ]
             wanted = _with_dependencies(self.args.only)
@@ -586,7 +561,7 @@ class Run:
                 "cpus": os.cpu_count(),
                 "load_before": load_before,
                 "load_after": _load(),
-                "duration_s": time.monotonic() - _START,
+                "duration_s": time.monotonic() - measure.START,
                 "python": platform.python_version(),
                 "platform": platform.platform(),
                 "plan": self.plan.__dict__,
@@ -625,21 +600,6 @@ class Run:
         return out
 
 
-def _rate(result: Throughput) -> str:
-    if not result.ok:
-        return f"FAILED ({result.errors} bad answers; first: {result.first_error})"
-    return (
-        f"{result.per_second:.1f} items/s, {result.mb_per_second:.1f} MB/s "
-        f"({result.items} in {result.seconds:.2f} s)"
-    )
-
-
-def _lat(result: Latency) -> str:
-    if not result.ok:
-        return f"FAILED ({result.errors} bad answers; first: {result.first_error})"
-    return f"p50 {result.percentile(50):.1f} ms, p95 {result.percentile(95):.1f} ms"
-
-
 def _load() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -659,7 +619,8 @@ def _du(path: Path) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run",
-        description="Benchmark dicomhub against Orthanc (STOW, QIDO, metadata, retrieve).",
+        description="Benchmark dicomhub against Orthanc (STOW, QIDO, metadata, retrieve, "
+        "frames, rendered, thumbnails).",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small corpus and fewer requests (a few minutes)"
@@ -687,7 +648,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=None,
-        help="comma-separated phases to run (ingest, load, qido, metadata, retrieve, probes), "
+        help="comma-separated phases to run (ingest, load, qido, metadata, retrieve, pixels, "
+        "probes), "
         "with the phases they need; for quick iterations, not for published figures",
     )
     args = parser.parse_args(argv)
@@ -703,6 +665,8 @@ _NEEDS = {
     "QIDO": {"query corpus load"},
     "metadata": {"ingest"},
     "retrieve": {"ingest"},
+    # The pixels report includes the series-metadata figure (issue 5's fourth target).
+    "pixels": {"ingest", "metadata"},
     "probes": {"ingest", "query corpus load"},
 }
 _ALIASES = {
@@ -711,6 +675,7 @@ _ALIASES = {
     "qido": "QIDO",
     "metadata": "metadata",
     "retrieve": "retrieve",
+    "pixels": "pixels",
     "probes": "probes",
 }
 

@@ -7,8 +7,8 @@ reason is kept, so the report can say "wrong" instead of showing a time.
 
 from __future__ import annotations
 
-import queue
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -25,6 +25,7 @@ __all__ = [
     "Latency",
     "Probe",
     "Throughput",
+    "log",
     "measure_latency",
     "measure_parallel",
     "measure_sequential_throughput",
@@ -38,6 +39,17 @@ TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 # optional decoder into the venv (brotli, zstandard) does not change the requests. The driver
 # sets it from --accept-encoding.
 ACCEPT_ENCODING = "gzip, deflate"
+
+
+START = time.monotonic()
+
+
+def log(message: str) -> None:
+    """A progress line on stderr, stamped with the time since the run started."""
+    elapsed = time.monotonic() - START
+    print(
+        f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {message}", file=sys.stderr, flush=True
+    )
 
 
 def new_client(base_url: str, accept_encoding: str | None = None) -> httpx.Client:
@@ -101,6 +113,11 @@ class Latency:
         if self.first_error is None:
             self.first_error = reason
 
+    def describe(self) -> str:
+        if not self.ok:
+            return f"FAILED ({self.errors} bad answers; first: {self.first_error})"
+        return f"p50 {self.percentile(50):.1f} ms, p95 {self.percentile(95):.1f} ms"
+
 
 @dataclass
 class Throughput:
@@ -148,6 +165,14 @@ class Throughput:
             "content_encodings": dict(self.encodings),
         }
 
+    def describe(self) -> str:
+        if not self.ok:
+            return f"FAILED ({self.errors} bad answers; first: {self.first_error})"
+        return (
+            f"{self.per_second:.1f} items/s, {self.mb_per_second:.1f} MB/s "
+            f"({self.items} in {self.seconds:.2f} s)"
+        )
+
 
 @dataclass
 class Probe:
@@ -192,11 +217,19 @@ def measure_sequential_throughput(
     requests: Sequence[tuple[str, dict[str, str], Check, int, int]],
     *,
     warmup: int = 2,
+    min_seconds: float = 0.0,
 ) -> Throughput:
     """GET (url, headers, check, items, payload bytes) in turn; time is the sum of the
-    checked requests' durations (from sending to the last byte received)."""
+    checked requests' durations (from sending to the last byte received). With min_seconds,
+    the timed requests (after the warm-up) are sent again, in the same order, until that much
+    time has been counted, so that a fast server is timed over as long as a slow one."""
     result = Throughput()
-    for index, (url, headers, check, items, size) in enumerate(requests):
+    timed = len(requests) - warmup
+    index = 0
+    while index < len(requests) or (timed > 0 and result.seconds < min_seconds and result.ok):
+        url, headers, check, items, size = requests[
+            index if index < len(requests) else warmup + (index - warmup) % timed
+        ]
         start = time.perf_counter()
         try:
             response = client.get(url, headers=headers)
@@ -205,7 +238,8 @@ def measure_sequential_throughput(
             result.encodings[_encoding(response)] += index >= warmup
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             elapsed, problem = 0.0, _describe(exc)
-        if index < warmup:
+        index += 1
+        if index <= warmup:
             continue
         result.requests += 1
         if problem is None:
@@ -219,7 +253,7 @@ def measure_sequential_throughput(
 
 @dataclass
 class Job:
-    """One POST of a prebuilt body."""
+    """One request: a POST of a prebuilt body, or a GET (empty body, method "GET")."""
 
     url: str
     body: bytes
@@ -227,31 +261,51 @@ class Job:
     check: Check
     items: int
     payload_bytes: int
+    method: str = "POST"
 
 
-def measure_parallel(base_url: str, jobs: Sequence[Job], clients: int) -> Throughput:
-    """POST every job using `clients` threads (one connection each), pulling from one queue.
+def measure_parallel(
+    base_url: str,
+    jobs: Sequence[Job],
+    clients: int,
+    accept_encoding: str | None = None,
+    *,
+    min_seconds: float = 0.0,
+) -> Throughput:
+    """Send every job using `clients` threads (one connection each), pulling from one list.
 
     The clock runs from the moment all client threads are ready until the last answer has
-    been received; answers are checked as they come (parsing a small JSON reply).
+    been received; answers are checked as they come (a small JSON reply, or a byte compare).
+    With min_seconds, jobs are sent again from the start of the list, in the same order, until
+    that much time has passed (GETs only: a POST would store twice).
     """
-    work: queue.Queue[Job] = queue.Queue()
-    for job in jobs:
-        work.put(job)
     result = Throughput(clients=clients)
     lock = threading.Lock()
-    ready = threading.Barrier(clients + 1)
-    connections = [new_client(base_url) for _ in range(clients)]
+    taken = 0  # jobs handed out so far
+    started = [0.0]
+
+    def start_clock() -> None:  # run once, by the barrier, before any client is released
+        started[0] = time.perf_counter()
+
+    ready = threading.Barrier(clients + 1, action=start_clock)
+    connections = [new_client(base_url, accept_encoding) for _ in range(clients)]
+
+    def next_job() -> Job | None:
+        nonlocal taken
+        with lock:
+            again = time.perf_counter() - started[0] < min_seconds and result.errors == 0
+            if not jobs or (taken >= len(jobs) and not again):
+                return None
+            taken += 1
+            return jobs[(taken - 1) % len(jobs)]
 
     def worker(client: httpx.Client) -> None:
         ready.wait()
-        while True:
+        while (job := next_job()) is not None:
             try:
-                job = work.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                response = client.post(job.url, content=job.body, headers=job.headers)
+                response = client.request(
+                    job.method, job.url, content=job.body or None, headers=job.headers
+                )
                 problem = job.check(response)
                 encoding = _encoding(response)
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
@@ -270,10 +324,9 @@ def measure_parallel(base_url: str, jobs: Sequence[Job], clients: int) -> Throug
         for thread in threads:
             thread.start()
         ready.wait()
-        start = time.perf_counter()
         for thread in threads:
             thread.join()
-        result.seconds = time.perf_counter() - start
+        result.seconds = time.perf_counter() - started[0]
     finally:
         for client in connections:
             client.close()
