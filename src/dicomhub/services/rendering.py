@@ -24,8 +24,8 @@ from dicomhub.errors import InvalidInput, NotAcceptable, NotFound, Unsupported
 from dicomhub.services.retrieve import RetrieveService
 from dicomhub.services.thumbnails import ThumbnailCache
 from dicomhub.storage.blobs.base import BlobStore
-from dicomhub.storage.index.instances import StoredInstance
-from dicomhub.storage.index.rendering import Candidate, candidates, find_instance
+from dicomhub.storage.index.instances import StoredInstance, find_instances
+from dicomhub.storage.index.rendering import Candidate, candidates
 
 __all__ = [
     "THUMBNAIL_SIDE",
@@ -260,15 +260,7 @@ class RenderService:
     def _instances(
         self, ctx: RequestContext, study: str, series: str | None, sop: str | None
     ) -> list[StoredInstance]:
-        if sop is None or series is None:
-            return self.retrieve.instances(ctx, study, series, sop)
-        # One instance, the common case of viewers: a prepared look-up.
-        pk = self.retrieve.store.partition_key(ctx.partition)
-        with self.retrieve.db.read() as conn:
-            stored = find_instance(conn, pk, study, series, sop)
-        if stored is None:
-            raise NotFound(f"instance {sop} of series {series} in study {study} is not stored")
-        return [stored]
+        return self.retrieve.instances(ctx, study, series, sop)
 
     def _plan_scope(
         self, ctx: RequestContext, study: str, series: str | None, accept: Sequence[Accepted]
@@ -321,7 +313,8 @@ class RenderService:
             chosen = _middle_of_first_series(found, usable)
             if chosen is None:
                 return None
-            return find_instance(conn, pk, study, chosen.series_uid, chosen.sop_instance_uid)
+            found_one = find_instances(conn, pk, study, chosen.series_uid, chosen.sop_instance_uid)
+            return found_one[0] if found_one else None
 
     # -- rendering ------------------------------------------------------------------------------
 

@@ -420,14 +420,32 @@ _JOINED = instance.join(series, series.c.series_key == instance.c.series_key).jo
 )
 
 
-def find_instances(
-    conn: Connection,
-    pk: int,
-    study_uid: str,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-) -> list[StoredInstance]:
-    rows = conn.execute(
+def _bound_scope(by_series: bool, by_sop: bool) -> list[ColumnElement[bool]]:
+    """The scope as bound parameters (pk, study, series, sop), for statements built once."""
+    where = [study.c.partition_key == bindparam("pk"), study.c.study_uid == bindparam("study")]
+    if by_series:
+        where.append(series.c.series_uid == bindparam("series"))
+    if by_sop:
+        where.append(instance.c.sop_instance_uid == bindparam("sop"))
+    return where
+
+
+def _scope_values(
+    pk: int, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> dict[str, Any]:
+    values: dict[str, Any] = {"pk": pk, "study": study_uid}
+    if series_uid is not None:
+        values["series"] = series_uid
+    if sop_uid is not None:
+        values["sop"] = sop_uid
+    return values
+
+
+# The look-ups below run on every retrieve, frame and metadata request; each statement is
+# built once per scope shape, since building one costs more than running it.
+@cache
+def _find_statement(by_series: bool, by_sop: bool) -> Any:
+    return (
         select(
             instance.c.instance_key,
             study.c.study_uid,
@@ -441,12 +459,25 @@ def find_instances(
             instance.c.frames,
         )
         .select_from(_JOINED)
-        .where(*_scope(pk, study_uid, series_uid, sop_uid))
+        .where(*_bound_scope(by_series, by_sop))
         .order_by(
             series.c.series_key,
             instance.c.instance_number.asc().nulls_last(),
             instance.c.instance_key,
         )
+    )
+
+
+def find_instances(
+    conn: Connection,
+    pk: int,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> list[StoredInstance]:
+    rows = conn.execute(
+        _find_statement(series_uid is not None, sop_uid is not None),
+        _scope_values(pk, study_uid, series_uid, sop_uid),
     )
     return [
         StoredInstance(
@@ -465,6 +496,15 @@ def find_instances(
     ]
 
 
+@cache
+def _version_statement(by_series: bool, by_sop: bool) -> Any:
+    return (
+        select(func.max(instance.c.instance_key), func.count(), func.max(instance.c.created_at))
+        .select_from(_JOINED)
+        .where(*_bound_scope(by_series, by_sop))
+    )
+
+
 def metadata_version(
     conn: Connection, pk: int, study_uid: str, series_uid: str | None, sop_uid: str | None
 ) -> tuple[int, int, int]:
@@ -474,12 +514,32 @@ def metadata_version(
     SQLite hands the key of a deleted newest row to the next insert.
     """
     row = conn.execute(
-        select(func.max(instance.c.instance_key), func.count(), func.max(instance.c.created_at))
-        .select_from(_JOINED)
-        .where(*_scope(pk, study_uid, series_uid, sop_uid))
+        _version_statement(series_uid is not None, sop_uid is not None),
+        _scope_values(pk, study_uid, series_uid, sop_uid),
     ).one()
     stamp = round(row[2].timestamp() * 1_000_000) if row[2] is not None else 0
     return int(row[0] or 0), int(row[1]), stamp
+
+
+@cache
+def _page_statement(by_series: bool, by_sop: bool) -> Any:
+    return (
+        select(
+            instance.c.instance_key,
+            study.c.study_uid,
+            series.c.series_uid,
+            instance.c.sop_instance_uid,
+            instance_metadata.c.json,
+        )
+        .select_from(
+            _JOINED.join(
+                instance_metadata, instance_metadata.c.instance_key == instance.c.instance_key
+            )
+        )
+        .where(*_bound_scope(by_series, by_sop), instance.c.instance_key > bindparam("after"))
+        .order_by(instance.c.instance_key)
+        .limit(bindparam("limit"))
+    )
 
 
 def metadata_page(
@@ -493,23 +553,9 @@ def metadata_page(
     limit: int = 500,
 ) -> list[tuple[int, str, str, str, bytes]]:
     """(instance key, study, series, SOP UID, stored JSON) in key order, after `after_key`."""
-    rows = conn.execute(
-        select(
-            instance.c.instance_key,
-            study.c.study_uid,
-            series.c.series_uid,
-            instance.c.sop_instance_uid,
-            instance_metadata.c.json,
-        )
-        .select_from(
-            _JOINED.join(
-                instance_metadata, instance_metadata.c.instance_key == instance.c.instance_key
-            )
-        )
-        .where(*_scope(pk, study_uid, series_uid, sop_uid), instance.c.instance_key > after_key)
-        .order_by(instance.c.instance_key)
-        .limit(limit)
-    )
+    values = _scope_values(pk, study_uid, series_uid, sop_uid)
+    values.update(after=after_key, limit=limit)
+    rows = conn.execute(_page_statement(series_uid is not None, sop_uid is not None), values)
     return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 

@@ -1,5 +1,5 @@
-"""Index look-ups for rendered images and thumbnails: one instance by its UIDs, and the
-instances of a scope in the order that picks a representative one."""
+"""Index look-up for rendered images and thumbnails: the instances of a scope in the order
+that picks a representative one."""
 
 from __future__ import annotations
 
@@ -7,66 +7,15 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, bindparam, select
 
-from dicomhub.storage.index.instances import StoredInstance
 from dicomhub.storage.schema import instance, series, study
 
-__all__ = ["Candidate", "candidates", "find_instance"]
+__all__ = ["Candidate", "candidates"]
 
 _JOINED = instance.join(series, series.c.series_key == instance.c.series_key).join(
     study, study.c.study_key == instance.c.study_key
 )
-
-
-@cache
-def _instance_statement() -> Any:
-    # Built once: building a Core statement costs more than running this one.
-    return (
-        select(
-            instance.c.instance_key,
-            study.c.study_uid,
-            series.c.series_uid,
-            instance.c.sop_instance_uid,
-            instance.c.sop_class_uid,
-            instance.c.transfer_syntax_uid,
-            instance.c.blob_id,
-            instance.c.size,
-            instance.c.number_of_frames,
-            instance.c.frames,
-        )
-        .select_from(_JOINED)
-        .where(
-            instance.c.partition_key == bindparam("pk"),
-            instance.c.sop_instance_uid == bindparam("sop"),
-            series.c.series_uid == bindparam("series"),
-            study.c.study_uid == bindparam("study"),
-        )
-    )
-
-
-def find_instance(
-    conn: Connection, pk: int, study_uid: str, series_uid: str, sop_uid: str
-) -> StoredInstance | None:
-    """The stored instance with these three UIDs, or None."""
-    r = conn.execute(
-        _instance_statement(), {"pk": pk, "study": study_uid, "series": series_uid, "sop": sop_uid}
-    ).first()
-    if r is None:
-        return None
-    return StoredInstance(
-        instance_key=r.instance_key,
-        study_uid=r.study_uid,
-        series_uid=r.series_uid,
-        sop_instance_uid=r.sop_instance_uid,
-        sop_class_uid=r.sop_class_uid,
-        transfer_syntax_uid=r.transfer_syntax_uid,
-        blob_id=r.blob_id,
-        size=r.size,
-        number_of_frames=r.number_of_frames,
-        frames=orjson.loads(r.frames) if r.frames is not None else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)
