@@ -33,10 +33,8 @@ __all__ = ["BatchReport", "SyncWorker"]
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
-# After working off the head of the feed, the pause before looking again: at least this,
-# and at least COALESCE_FACTOR times the pass that just ended (see _loop).
+# After working off the head of the feed, the pause before looking again (see _loop).
 COALESCE_SECONDS = 0.25
-COALESCE_FACTOR = 4.0
 LEASE_SECONDS = 15.0
 BATCH = 1000
 # Studies reconciled per transaction of the embedded store: fewer commits, and a write lock
@@ -123,7 +121,6 @@ class SyncWorker:
     def _loop(self) -> None:
         log.info("FHIR sync to %s started (%s)", self.target, self.owner)
         while not self._stop.is_set():
-            began = time.monotonic()
             try:
                 report = self.run_once()
             except Exception:
@@ -138,10 +135,10 @@ class SyncWorker:
                 # Caught up with the feed: let the stores still arriving gather for a moment,
                 # so that a study receiving instance after instance (a modality sending a
                 # series, one instance per request) is reconciled a few times a second, not
-                # once per instance, each time reading all of its instances again. The pause
-                # grows with the pass, so the sync takes at most a fifth of a core from ingest.
-                spent = time.monotonic() - began
-                self._stop.wait(max(COALESCE_SECONDS, COALESCE_FACTOR * spent))
+                # once per instance, each time reading all of its instances again. (A pause
+                # growing with the pass was tried: under a steady stream of small studies the
+                # passes and pauses grew each other, and latency reached seconds.)
+                self._stop.wait(COALESCE_SECONDS)
 
     def run_once(self) -> BatchReport:
         """One batch: take the lease, reconcile the studies changed after the cursor, advance."""
