@@ -301,7 +301,8 @@ def fhir_import(
     ]
     ctx = RequestContext(origin=Origin.CLI, principal="cli")
     try:
-        sources = [item for f in files for item in read_resources(f)]
+        # Read inside load(): its validation workers start before the input fills memory.
+        sources = (item for f in files for item in read_resources(f))
         with Progress(
             TextColumn("[bold]loading"),
             BarColumn(),
@@ -309,9 +310,12 @@ def fhir_import(
             TimeRemainingColumn(),
             console=console,
         ) as progress:
-            task = progress.add_task("load", total=len(sources))
+            task = progress.add_task("load", total=None)
             report = BulkLoader(services.fhir.service).load(
-                ctx, sources, lambda n: progress.advance(task, n)
+                ctx,
+                sources,
+                lambda n: progress.advance(task, n),
+                lambda n: progress.update(task, total=n),
             )
         services.db.analyze()  # the searches that follow plan with the new data's statistics
     finally:
