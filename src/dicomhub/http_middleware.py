@@ -19,6 +19,7 @@ __all__ = [
     "EXPOSED_HEADERS",
     "CrossOriginResourcePolicy",
     "JSONGzip",
+    "accepts_gzip",
     "install",
 ]
 
@@ -60,13 +61,17 @@ EXPOSED_HEADERS = (
 
 
 def _accepts_gzip(scope: Scope) -> bool:
-    """Accept-Encoding allows gzip: listed (or `*`) with a non-zero quality (RFC 9110 12.5.3)."""
     header = b""
     for name, value in scope["headers"]:
         if name == b"accept-encoding":
             header += value + b","
+    return accepts_gzip(header.decode("latin-1"))
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Accept-Encoding allows gzip: listed (or `*`) with a non-zero quality (RFC 9110 12.5.3)."""
     star = False
-    for item in header.decode("latin-1").lower().split(","):
+    for item in (accept_encoding or "").lower().split(","):
         coding, _, params = item.partition(";")
         coding = coding.strip()
         q = 1.0

@@ -10,7 +10,14 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["FrameIndex", "PixelDataError", "PixelLayout", "read_frame_index", "trailing_problem"]
+__all__ = [
+    "FrameIndex",
+    "PixelDataError",
+    "PixelLayout",
+    "read_fragments",
+    "read_frame_index",
+    "trailing_problem",
+]
 
 PIXEL_DATA_TAGS = {
     0x7FE00010: "PixelData",
@@ -122,7 +129,7 @@ def read_frame_index(fp: BinaryIO, file_size: int, layout: PixelLayout) -> Frame
         frames, problem = _native_frames(value_offset, length, layout)
         fp.seek(value_offset + length)
         return FrameIndex(tag, vr, value_offset, length, False, frames, problem)
-    fragments, bot = _read_fragments(fp, file_size, endian)
+    fragments, bot = read_fragments(fp, file_size, endian)
     end = fp.tell()
     frames, problem = _group_fragments(fp, fragments, bot, layout)
     fp.seek(end)  # leave the stream after the element, as for native pixel data
@@ -149,10 +156,11 @@ def _native_frames(
     return tuple(((offset + i * frame_len, frame_len),) for i in range(count)), None
 
 
-def _read_fragments(
-    fp: BinaryIO, file_size: int, endian: str
+def read_fragments(
+    fp: BinaryIO, file_size: int, endian: str = "<"
 ) -> tuple[list[tuple[int, int]], bytes]:
-    """(value offset, length) of each fragment, and the Basic Offset Table bytes."""
+    """(value offset, length) of each fragment, and the Basic Offset Table bytes; the stream
+    is at the Basic Offset Table item (the first byte of the pixel data value)."""
     fragments: list[tuple[int, int]] = []
     bot: bytes | None = None
     while True:

@@ -15,6 +15,7 @@ __all__ = [
     "choose_bulk",
     "choose_frames",
     "choose_retrieve",
+    "if_none_match",
     "parse_accept",
     "parse_media_type",
 ]
@@ -114,6 +115,14 @@ def choose_retrieve(header: str | None, *, single_instance: bool) -> RetrieveCho
         + '; use multipart/related; type="application/dicom", application/zip'
         + (" or application/dicom" if single_instance else "")
     )
+
+
+def if_none_match(header: str | None, etag: str | None) -> bool:
+    """Whether If-None-Match names `etag`, compared weakly (RFC 9110 13.1.2: a W/ tag matches)."""
+    if not header or not etag:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return etag.removeprefix("W/") in tags or "*" in tags
 
 
 def accepts_json(header: str | None) -> bool:

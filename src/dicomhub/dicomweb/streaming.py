@@ -100,6 +100,11 @@ def _whole(blobs: BlobStore, head: bytes, part: Part) -> memoryview:
     return view
 
 
+def part_bytes(blobs: BlobStore, part: Part) -> bytes | memoryview:
+    """A part's content in one buffer (a blocking read: call it in a worker thread)."""
+    return part.data if part.data is not None else _whole(blobs, b"", part)
+
+
 def single_response(blobs: BlobStore, part: Part, media_type: str) -> StreamingResponse:
     headers = {"Content-Length": str(part.size)}
     return StreamingResponse(_stream(blobs, part), media_type=media_type, headers=headers)

@@ -34,7 +34,7 @@ from dicomhub.dicom.transcode import (
 )
 from dicomhub.errors import NotAcceptable, NotFound
 from dicomhub.services.retrieve import RetrieveService
-from dicomhub.storage.blobs.base import BlobStore
+from dicomhub.storage.blobs.base import BlobStore, read_ranges
 from dicomhub.storage.index.instances import StoredInstance
 
 __all__ = ["FramePart", "FrameService", "FrameTarget", "Frames"]
@@ -155,7 +155,7 @@ class _Source:
         own = fh is None
         handle = self.blobs.open(self.stored.blob_id) if fh is None else fh
         try:
-            return b"".join(_read_range(handle, o, n, self.stored.blob_id) for o, n in ranges)
+            return read_ranges(handle, ranges, self.stored.blob_id)
         finally:
             if own:
                 handle.close()
@@ -188,7 +188,7 @@ class _Source:
         implicit, little = head.original_encoding
         try:
             return read_dataset(
-                io.BytesIO(_read_range(fh, end, size, self.stored.blob_id)),
+                io.BytesIO(read_ranges(fh, ((end, size),), self.stored.blob_id)),
                 bool(implicit),
                 little is not False,
             )
@@ -205,7 +205,9 @@ class _Source:
 
         def chunks() -> Iterator[bytes]:
             for start in range(0, length, _CHUNK):
-                yield _read_range(fh, offset + start, min(_CHUNK, length - start), "pixel data")
+                yield read_ranges(
+                    fh, ((offset + start, min(_CHUNK, length - start)),), self.stored.blob_id
+                )
 
         return length, chunks
 
@@ -216,14 +218,6 @@ def _read(fh: BinaryIO, *, stop_before_pixels: bool = False) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return dcmread(fh, stop_before_pixels=stop_before_pixels)
-
-
-def _read_range(fh: BinaryIO, offset: int, length: int, what: str) -> bytes:
-    fh.seek(offset)
-    data = fh.read(length)
-    if len(data) < length:
-        raise OSError(f"blob {what} is shorter than its index says")
-    return data
 
 
 @dataclass

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from pydicom import dcmread
@@ -19,11 +18,12 @@ from pydicom.pixels.utils import pixel_array
 
 from dicomhub.context import RequestContext
 from dicomhub.dicom import render
+from dicomhub.dicom.frames import PixelDataError, read_fragments
 from dicomhub.dicom.render import IMAGE_TYPES, ImageDescription, RenderError, Viewport, Window
 from dicomhub.errors import InvalidInput, NotAcceptable, NotFound, Unsupported
-from dicomhub.services.retrieve import RetrieveService
+from dicomhub.services.retrieve import RetrieveService, scope_name
 from dicomhub.services.thumbnails import ThumbnailCache
-from dicomhub.storage.blobs.base import BlobStore
+from dicomhub.storage.blobs.base import BlobStore, read_ranges
 from dicomhub.storage.index.instances import StoredInstance, find_instances
 from dicomhub.storage.index.rendering import Candidate, candidates
 
@@ -131,12 +131,6 @@ def offers(stored: StoredInstance | Candidate) -> tuple[str, ...]:
     return _offers(stored.frames is not None, stored.transfer_syntax_uid, stored.sop_class_uid)
 
 
-def _scope_name(study: str, series: str | None, sop: str | None) -> str:
-    if sop is not None:
-        return f"instance {sop}"
-    return f"series {series}" if series is not None else f"study {study}"
-
-
 def _match(mime: str, available: Sequence[str]) -> str | None:
     for offer in available:
         lowered = offer.lower()
@@ -171,31 +165,6 @@ class _Headers:
             self._items.move_to_end(blob_id)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
-
-
-def _read(fh: BinaryIO, offset: int, length: int, blob_id: str) -> bytes:
-    fh.seek(offset)
-    data = fh.read(length)
-    if len(data) != length:
-        raise OSError(f"blob {blob_id} is shorter than its index says")
-    return data
-
-
-def _fragment_ranges(fh: BinaryIO, offset: int, blob_id: str) -> tuple[tuple[int, int], ...]:
-    """Value ranges of the fragments after the Basic Offset Table (PS3.5 A.4)."""
-    ranges: list[tuple[int, int]] = []
-    position = offset
-    first = True
-    while True:
-        group, element, length = struct.unpack("<HHL", _read(fh, position, 8, blob_id))
-        if (group, element) == (0xFFFE, 0xE0DD):
-            return tuple(ranges)
-        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
-            raise Unsupported(f"the encapsulated pixel data of blob {blob_id} is malformed")
-        if not first and length:
-            ranges.append((position + 8, length))
-        first = False
-        position += 8 + length
 
 
 class RenderService:
@@ -309,7 +278,7 @@ class RenderService:
         with self.retrieve.db.read() as conn:
             found = candidates(conn, pk, study, series)
             if not found:
-                raise NotFound(f"{_scope_name(study, series, None)} is not stored")
+                raise NotFound(f"{scope_name(study, series, None)} is not stored")
             chosen = _middle_of_first_series(found, usable)
             if chosen is None:
                 return None
@@ -361,7 +330,7 @@ class RenderService:
         else:
             stored = self._representative(ctx, study, series, lambda c: offers(c) == IMAGE_TYPES)
         if stored is None:
-            what = _scope_name(study, series, sop)
+            what = scope_name(study, series, sop)
             raise NotAcceptable(f"{what} holds no image to make a thumbnail of")
         media = next((m for a in accept if (m := _match(a.mime, IMAGE_TYPES))), None)
         if media is None:
@@ -406,7 +375,7 @@ class RenderService:
         desc = self._headers.get(stored.blob_id)
         with self.blobs.open(stored.blob_id) as fh:
             if desc is None:
-                head = _read(fh, 0, int(index.get("offset", 0)), stored.blob_id)
+                head = read_ranges(fh, ((0, int(index.get("offset", 0))),), stored.blob_id)
                 try:
                     ds = dcmread(io.BytesIO(head), stop_before_pixels=True, force=True)
                     desc = render.describe(ds)
@@ -428,7 +397,7 @@ class RenderService:
                         f"frame {frame} of instance {stored.sop_instance_uid} cannot be decoded: "
                         f"{exc}"
                     ) from None
-            data = b"".join(_read(fh, offset, length, stored.blob_id) for offset, length in ranges)
+            data = read_ranges(fh, ranges, stored.blob_id)
         try:
             return desc, render.decode_frame(data, desc, stored.transfer_syntax_uid)
         except RenderError as exc:
@@ -442,7 +411,15 @@ class RenderService:
             ranges = tuple((o, n) for frame in index["frames"] for o, n in frame)
         else:
             with self.blobs.open(stored.blob_id) as fh:
-                ranges = _fragment_ranges(fh, int(index["offset"]), stored.blob_id)
+                fh.seek(int(index["offset"]))
+                try:
+                    fragments, _ = read_fragments(fh, stored.size)
+                except PixelDataError as exc:
+                    raise Unsupported(
+                        f"the encapsulated pixel data of instance {stored.sop_instance_uid} "
+                        f"is malformed: {exc}"
+                    ) from None
+                ranges = tuple(fragments)
         return Rendered(media_type, blob_id=stored.blob_id, ranges=ranges, etag=etag)
 
     def _document(self, stored: StoredInstance, media_type: str, etag: str) -> Rendered:

@@ -19,7 +19,7 @@ from dicomhub.storage.engine import Database
 from dicomhub.storage.index import instances as index
 from dicomhub.storage.index.instances import StoredInstance
 
-__all__ = ["BulkPart", "Metadata", "RetrieveService", "StoredInstance"]
+__all__ = ["BulkPart", "Metadata", "RetrieveService", "StoredInstance", "scope_name"]
 
 _PAGE = 500
 
@@ -45,7 +45,7 @@ class BulkPart:
         return len(self.data) if self.data is not None else sum(n for _, n in self.ranges)
 
 
-def _scope_name(study: str, series: str | None, sop: str | None) -> str:
+def scope_name(study: str, series: str | None, sop: str | None) -> str:
     if sop is not None:
         return f"instance {sop} of series {series} in study {study}"
     if series is not None:
@@ -66,7 +66,7 @@ class RetrieveService:
         with self.db.read() as conn:
             found = index.find_instances(conn, pk, study, series, sop)
         if not found:
-            raise NotFound(f"{_scope_name(study, series, sop)} is not stored")
+            raise NotFound(f"{scope_name(study, series, sop)} is not stored")
         return found
 
     def open(self, stored: StoredInstance) -> BinaryIO:
@@ -84,7 +84,7 @@ class RetrieveService:
         with self.db.read() as conn:
             newest, count, stored_at = index.metadata_version(conn, pk, study, series, sop)
         if count == 0:
-            raise NotFound(f"{_scope_name(study, series, sop)} is not stored")
+            raise NotFound(f"{scope_name(study, series, sop)} is not stored")
         etag = f'"{newest}-{count}-{stored_at:x}"'
         return Metadata(etag, self._metadata_chunks(pk, urls, study, series, sop))
 

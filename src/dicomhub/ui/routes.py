@@ -12,6 +12,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from dicomhub.bootstrap import Services
 from dicomhub.dicomweb.responses import JSONResponse
 from dicomhub.errors import NotFound
+from dicomhub.http_middleware import accepts_gzip
 from dicomhub.services.status import archive_status
 from dicomhub.sync.worker import SyncWorker
 from dicomhub.ui import viewer
@@ -83,7 +84,7 @@ async def viewer_config(request: Request) -> Response:
 async def viewer_file(path: str, request: Request) -> Response:
     """A file of the dist; any other path is a route of the single-page app: index.html."""
     root = _viewer_root(request)
-    gzip_ok = viewer.accepts_gzip(request.headers.get("accept-encoding"))
+    gzip_ok = accepts_gzip(request.headers.get("accept-encoding"))
 
     def locate() -> tuple[Path | None, Path | None]:
         found = viewer.find_file(root, path)

@@ -9,7 +9,6 @@ from typing import Any
 
 __all__ = [
     "ROUTER_BASENAME",
-    "accepts_gzip",
     "app_config",
     "find_file",
     "gzipped",
@@ -85,20 +84,6 @@ def gzipped(found: Path) -> Path | None:
     """The gzip-compressed copy `make viewer` keeps beside a file (name.gz), if any."""
     copy = found.with_name(found.name + ".gz")
     return copy if copy.is_file() else None
-
-
-def accepts_gzip(accept_encoding: str | None) -> bool:
-    """Whether an Accept-Encoding header allows gzip (RFC 9110 12.5.3; q=0 refuses)."""
-    for item in (accept_encoding or "").split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() not in ("gzip", "*"):
-            continue
-        q = params.strip().lower().removeprefix("q=")
-        try:
-            return not params.strip() or float(q) > 0
-        except ValueError:
-            return False
-    return False
 
 
 def not_installed_page(root: Path) -> str:

@@ -12,8 +12,9 @@ from starlette.responses import Response, StreamingResponse
 from dicomhub.dicom.render import RenderError, parse_quality, parse_viewport, parse_window
 from dicomhub.dicomweb.deps import Ctx, ServicesDep, UrlsDep, check_uids
 from dicomhub.dicomweb.multipart import closing, new_boundary, part_header
-from dicomhub.dicomweb.negotiation import parse_accept
-from dicomhub.dicomweb.streaming import Part, single_response
+from dicomhub.dicomweb.negotiation import if_none_match, parse_accept
+from dicomhub.dicomweb.routes.frames import parse_frame_list
+from dicomhub.dicomweb.streaming import Part, part_bytes, single_response
 from dicomhub.errors import DicomhubError, InvalidInput
 from dicomhub.services.rendering import Accepted, Rendered, RenderJob, RenderOptions, RenderPlan
 from dicomhub.services.urls import Urls
@@ -22,8 +23,6 @@ from dicomhub.storage.blobs.base import BlobStore
 router = APIRouter(tags=["WADO-RS rendered"])
 
 log = logging.getLogger(__name__)
-
-_MAX_FRAMES_LISTED = 10_000
 
 
 def _accepted(request: Request) -> list[Accepted]:
@@ -49,37 +48,17 @@ def _options(request: Request) -> RenderOptions:
     return RenderOptions(window, viewport, quality)
 
 
-def _frame_numbers(text: str) -> list[int]:
-    """A frame list `1,3,5` (PS3.18 10.4.1.1.4): 1-based numbers."""
-    numbers = []
-    for raw in text.split(","):
-        piece = raw.strip()
-        if not piece.isdigit() or int(piece) < 1:
-            raise InvalidInput(
-                f"frame list '{text}' must be frame numbers from 1, separated by commas"
-            )
-        numbers.append(int(piece))
-    if len(numbers) > _MAX_FRAMES_LISTED:
-        raise InvalidInput(f"at most {_MAX_FRAMES_LISTED} frames can be asked for at once")
-    return numbers
-
-
 def _location(urls: Urls, job: RenderJob) -> str:
     s = job.stored
     url = urls.instance(s.study_uid, s.series_uid, s.sop_instance_uid)
     return f"{url}/frames/{job.frame}/rendered" if job.of_frame else f"{url}/rendered"
 
 
-def _not_modified(request: Request, etag: str | None) -> bool:
-    given = request.headers.get("if-none-match")
-    return bool(etag and given and etag in {t.strip() for t in given.split(",")})
-
-
 def _single(request: Request, blobs: BlobStore, rendered: Rendered) -> Response:
     headers = {"Cache-Control": "no-cache"}
     if rendered.etag:
         headers["ETag"] = rendered.etag
-    if _not_modified(request, rendered.etag):
+    if if_none_match(request.headers.get("if-none-match"), rendered.etag):
         return Response(status_code=304, headers=headers)
     if rendered.data is not None:
         return Response(rendered.data, media_type=rendered.media_type, headers=headers)
@@ -91,20 +70,11 @@ def _single(request: Request, blobs: BlobStore, rendered: Rendered) -> Response:
     return response
 
 
-def _read_ranges(blobs: BlobStore, blob_id: str, ranges: tuple[tuple[int, int], ...]) -> bytes:
-    chunks = []
-    with blobs.open(blob_id) as fh:
-        for offset, length in ranges:
-            fh.seek(offset)
-            chunks.append(fh.read(length))
-    return b"".join(chunks)
-
-
-async def _content(blobs: BlobStore, rendered: Rendered) -> bytes:
+async def _content(blobs: BlobStore, rendered: Rendered) -> bytes | memoryview:
     if rendered.data is not None:
         return rendered.data
-    assert rendered.blob_id is not None
-    return await to_thread.run_sync(_read_ranges, blobs, rendered.blob_id, rendered.ranges)
+    part = Part({}, rendered.blob_id, rendered.ranges)
+    return await to_thread.run_sync(part_bytes, blobs, part)
 
 
 async def _respond(
@@ -161,7 +131,7 @@ async def _rendered(
     frames: str | None = None,
 ) -> Response:
     check_uids(study, series, sop)
-    numbers = _frame_numbers(frames) if frames is not None else None
+    numbers = parse_frame_list(frames) if frames is not None else None
     options = _options(request)
     accept = _accepted(request)
     plan = await to_thread.run_sync(
@@ -227,7 +197,7 @@ async def _thumbnail(
     frames: str | None = None,
 ) -> Response:
     check_uids(study, series, sop)
-    frame = _frame_numbers(frames)[0] if frames is not None else None
+    frame = parse_frame_list(frames)[0] if frames is not None else None
     options = _options(request)
     rendered = await to_thread.run_sync(
         services.rendering.thumbnail,

@@ -10,7 +10,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from dicomhub.dicomweb.deps import Ctx, ServicesDep, UrlsDep, check_uids
-from dicomhub.dicomweb.negotiation import accepts_json, choose_bulk, choose_retrieve
+from dicomhub.dicomweb.negotiation import (
+    accepts_json,
+    choose_bulk,
+    choose_retrieve,
+    if_none_match,
+)
 from dicomhub.dicomweb.streaming import (
     LazyPart,
     Part,
@@ -159,11 +164,7 @@ async def _metadata(
         raise NotAcceptable("metadata is available as application/dicom+json only")
     metadata = await to_thread.run_sync(services.retrieve.metadata, ctx, urls, study, series, sop)
     headers = {"ETag": metadata.etag, "Cache-Control": "no-cache"}
-    if_none_match = request.headers.get("if-none-match")
-    # RFC 9110 13.1.2: If-None-Match compares weakly (a W/ tag from a cache matches too)
-    if if_none_match and metadata.etag in {
-        t.strip().removeprefix("W/") for t in if_none_match.split(",")
-    }:
+    if if_none_match(request.headers.get("if-none-match"), metadata.etag):
         metadata.chunks.close()  # type: ignore[attr-defined]
         return Response(status_code=304, headers=headers)
 

@@ -6,12 +6,24 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
-__all__ = ["BlobStore", "BlobWriter", "new_blob_id"]
+__all__ = ["BlobStore", "BlobWriter", "new_blob_id", "read_ranges"]
 
 
 def new_blob_id() -> str:
     """128 random bits: names carry no patient data, no UIDs and no order."""
     return secrets.token_hex(16)
+
+
+def read_ranges(fh: BinaryIO, ranges: Iterable[tuple[int, int]], blob_id: str) -> bytes:
+    """The bytes at (offset, length) `ranges` of an open blob, joined; OSError if it is short."""
+    chunks = []
+    for offset, length in ranges:
+        fh.seek(offset)
+        data = fh.read(length)
+        if len(data) < length:
+            raise OSError(f"blob {blob_id} is shorter than its index says")
+        chunks.append(data)
+    return b"".join(chunks)
 
 
 class BlobWriter(Protocol):

@@ -121,45 +121,30 @@ def find_many(conn: Connection, res_type: str, res_ids: Sequence[str]) -> dict[s
     return out
 
 
-# `Type?identifier=system|value` in one statement built once: the sync asks it for every
-# study and Patient it writes, and building a general search statement costs more than running it.
-_BY_IDENTIFIER = (
-    select(*_RESOURCE_COLUMNS)
-    .select_from(
-        fhir_resource.join(
-            fhir_idx_token, fhir_idx_token.c.resource_pk == fhir_resource.c.resource_pk
+def _by_identifier(with_system: bool) -> Any:
+    stmt = (
+        select(*_RESOURCE_COLUMNS)
+        .select_from(
+            fhir_resource.join(
+                fhir_idx_token, fhir_idx_token.c.resource_pk == fhir_resource.c.resource_pk
+            )
+        )
+        .where(
+            fhir_idx_token.c.res_type == bindparam("res_type"),
+            fhir_idx_token.c.param == "identifier",
+            fhir_idx_token.c.code == bindparam("value"),
+            fhir_resource.c.deleted.is_(False),
         )
     )
-    .where(
-        fhir_idx_token.c.res_type == bindparam("res_type"),
-        fhir_idx_token.c.param == "identifier",
-        fhir_idx_token.c.code == bindparam("value"),
-        fhir_idx_token.c.system == bindparam("system"),
-        fhir_resource.c.deleted.is_(False),
-    )
-    .distinct()
-    .order_by(fhir_resource.c.resource_pk)
-    .limit(bindparam("limit"))
-)
+    if with_system:
+        stmt = stmt.where(fhir_idx_token.c.system == bindparam("system"))
+    return stmt.distinct().order_by(fhir_resource.c.resource_pk).limit(bindparam("limit"))
 
 
-_BY_IDENTIFIER_VALUE = (
-    select(*_RESOURCE_COLUMNS)
-    .select_from(
-        fhir_resource.join(
-            fhir_idx_token, fhir_idx_token.c.resource_pk == fhir_resource.c.resource_pk
-        )
-    )
-    .where(
-        fhir_idx_token.c.res_type == bindparam("res_type"),
-        fhir_idx_token.c.param == "identifier",
-        fhir_idx_token.c.code == bindparam("value"),
-        fhir_resource.c.deleted.is_(False),
-    )
-    .distinct()
-    .order_by(fhir_resource.c.resource_pk)
-    .limit(bindparam("limit"))
-)
+# `Type?identifier=[system|]value` in statements built once: the sync asks it for every study
+# and Patient it writes, and building a general search statement costs more than running it.
+_BY_IDENTIFIER = _by_identifier(with_system=True)
+_BY_IDENTIFIER_VALUE = _by_identifier(with_system=False)
 
 
 def find_by_identifier(
