@@ -35,7 +35,7 @@ from dicomhub.config import Settings
 from dicomhub.context import RequestContext
 from dicomhub.services.store import StoreService
 from dicomhub.storage.blobs.filesystem import FilesystemBlobStore
-from dicomhub.storage.index import instances
+from dicomhub.storage.index import inserts
 
 data_dir, database_url, point, *args = sys.argv[1:]
 
@@ -49,13 +49,13 @@ if point == "before-promote":  # the index has committed; the blobs are still st
 elif point == "before-index":  # staged, fsynced and parsed; the index never heard of it
     StoreService.index_batch = crash
 elif point == "inside-transaction":  # rows inserted, the transaction not yet committed
-    insert = instances.insert_instances
+    insert = inserts.insert_instances
 
     def insert_then_crash(*a, **kw):
         insert(*a, **kw)
         crash()
 
-    instances.insert_instances = insert_then_crash
+    inserts.insert_instances = insert_then_crash
 elif point == "before-blob-removal":  # the delete has committed; the blobs are still there
     FilesystemBlobStore.delete = crash
 elif point == "pause-before-promote":  # not a crash: hold still between commit and promote

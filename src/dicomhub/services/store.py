@@ -15,6 +15,7 @@ from dicomhub.errors import NotFound
 from dicomhub.services.urls import BULK_MARKER
 from dicomhub.storage.blobs.base import BlobStore, BlobWriter
 from dicomhub.storage.engine import Database
+from dicomhub.storage.index import inserts
 from dicomhub.storage.index import instances as index
 
 __all__ = [
@@ -90,7 +91,7 @@ def _bulk_placeholder(path: str) -> str:
     return BULK_MARKER + path
 
 
-def _outcome(pending: _Pending, result: index.InsertResult) -> InstanceOutcome:
+def _outcome(pending: _Pending, result: inserts.InsertResult) -> InstanceOutcome:
     p = pending.parsed
     if result.instance_key is not None and pending.warnings:
         status, failure = StoreStatus.STORED_WITH_WARNINGS, None
@@ -297,13 +298,13 @@ class StoreService:
             self._partitions[name] = key
         return key
 
-    def index_batch(self, ctx: RequestContext, pending: list[_Pending]) -> list[index.InsertResult]:
+    def index_batch(
+        self, ctx: RequestContext, pending: list[_Pending]
+    ) -> list[inserts.InsertResult]:
         pk = self.partition_key(ctx.partition)
-        items = [index.NewInstance(p.parsed, p.writer.blob_id, p.writer.size) for p in pending]
+        items = [inserts.NewInstance(p.parsed, p.writer.blob_id, p.writer.size) for p in pending]
         now = ctx.now()
-        return self.db.write(
-            lambda conn: index.insert_instances(conn, self.db.backend, pk, items, now)
-        )
+        return self.db.write(lambda conn: inserts.insert_instances(conn, pk, items, now))
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call `listener` after each commit that stored something (wakes change-feed consumers)."""

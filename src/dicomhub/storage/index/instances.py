@@ -12,16 +12,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from dicomhub.dicom.attributes import Level
-from dicomhub.dicom.normalize import (
-    INDEX_VERSION,
-    normalize_da,
-    normalize_pn,
-    normalize_tm,
-    pn_words,
-)
-from dicomhub.dicom.read import ParsedInstance
-from dicomhub.storage.dialect import insert_for
+from dicomhub.storage.index.inserts import update_series_count, update_study_counts
 from dicomhub.storage.schema import (
     blob_deletion,
     changefeed,
@@ -34,34 +25,17 @@ from dicomhub.storage.schema import (
 
 __all__ = [
     "DeletedInstance",
-    "InsertResult",
-    "NewInstance",
     "StoredInstance",
     "delete_instances",
     "existing",
     "find_instances",
     "forget_blob_deletions",
-    "insert_instances",
     "metadata_page",
     "metadata_version",
     "partition_key",
     "pending_blob_deletions",
     "referenced_blobs",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class NewInstance:
-    parsed: ParsedInstance
-    blob_id: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class InsertResult:
-    instance_key: int | None
-    duplicate: bool = False
-    conflict: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,59 +64,6 @@ def partition_key(conn: Connection, name: str) -> int | None:
     return conn.execute(select(partition.c.partition_key).where(partition.c.name == name)).scalar()
 
 
-def _words(name: str | None) -> str | None:
-    # Leading and trailing spaces let a word-prefix match be written as '* word*'.
-    return f" {' '.join(pn_words(name))} " if name else None
-
-
-def _str(value: str | int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _int(value: str | int | None) -> int | None:
-    return value if isinstance(value, int) else None
-
-
-def _study_values(p: ParsedInstance, now: datetime) -> dict[str, Any]:
-    ix = p.index
-    patient_name = _str(ix.get("PatientName"))
-    referring = _str(ix.get("ReferringPhysicianName"))
-    return {
-        "patient_id": _str(ix.get("PatientID")),
-        "patient_name_norm": normalize_pn(patient_name) if patient_name else None,
-        "patient_name_words": _words(patient_name),
-        "patient_birth_date": normalize_da(_str(ix.get("PatientBirthDate")) or ""),
-        "patient_sex": _str(ix.get("PatientSex")),
-        "study_date": normalize_da(_str(ix.get("StudyDate")) or ""),
-        "study_time": normalize_tm(_str(ix.get("StudyTime")) or ""),
-        "accession_number": _str(ix.get("AccessionNumber")),
-        "referring_physician_norm": normalize_pn(referring) if referring else None,
-        "referring_physician_words": _words(referring),
-        "study_id": _str(ix.get("StudyID")),
-        "study_description": _str(ix.get("StudyDescription")),
-        "attributes": orjson.dumps(p.level_json[Level.STUDY]),
-        "index_version": INDEX_VERSION,
-        "updated_at": now,
-    }
-
-
-def _series_values(p: ParsedInstance, now: datetime) -> dict[str, Any]:
-    ix = p.index
-    return {
-        "modality": _str(ix.get("Modality")),
-        "series_number": _int(ix.get("SeriesNumber")),
-        "series_description": _str(ix.get("SeriesDescription")),
-        "body_part_examined": _str(ix.get("BodyPartExamined")),
-        "manufacturer": _str(ix.get("Manufacturer")),
-        "institution_name": _str(ix.get("InstitutionName")),
-        "pps_start_date": normalize_da(_str(ix.get("PerformedProcedureStepStartDate")) or ""),
-        "pps_start_time": normalize_tm(_str(ix.get("PerformedProcedureStepStartTime")) or ""),
-        "attributes": orjson.dumps(p.level_json[Level.SERIES]),
-        "index_version": INDEX_VERSION,
-        "updated_at": now,
-    }
-
-
 def existing(conn: Connection, pk: int, sop_uids: Sequence[str]) -> set[str]:
     """Which of these SOP Instance UIDs are already stored."""
     if not sop_uids:
@@ -155,253 +76,24 @@ def existing(conn: Connection, pk: int, sop_uids: Sequence[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
-@dataclass(frozen=True, slots=True)
-class _Statements:
-    """Insert statements built once per backend: building Core statements per call costs more
-    than executing them (the compiled form is cached by SQLAlchemy either way)."""
-
-    precheck: Any
-    study_upsert: Any
-    series_upsert: Any
-    instance_insert: Any
-    metadata_insert: Any
-    changefeed_insert: Any
-    series_count: Any
-    study_counts: Any
-    study_modalities: Any
-    study_sop_classes: Any
-    drop_empty_study: Any
-
-
-_STUDY_UPDATED = [
-    c
-    for c in study.c
-    if c.name
-    not in (
-        "study_key",
-        "partition_key",
-        "study_uid",
-        "num_series",
-        "num_instances",
-        "modalities",
-        "sop_classes",
-        "created_at",
-    )
-]
-_SERIES_UPDATED = [
-    c
-    for c in series.c
-    if c.name
-    not in ("series_key", "study_key", "partition_key", "series_uid", "num_instances", "created_at")
-]
-
-
-@cache
-def _statements(backend: str) -> _Statements:
-    pk: Any = bindparam("pk")
-    key: Any = bindparam("key")
-    study_ins = insert_for(backend, study)
-    series_ins = insert_for(backend, series)
-    instance_ins = insert_for(backend, instance)
-    return _Statements(
-        # Does the series belong to another study? Is the instance stored already?
-        precheck=select(
-            select(study.c.study_uid)
-            .join(series, series.c.study_key == study.c.study_key)
-            .where(series.c.partition_key == pk, series.c.series_uid == bindparam("series_uid"))
-            .scalar_subquery(),
-            select(instance.c.instance_key)
-            .where(instance.c.partition_key == pk, instance.c.sop_instance_uid == bindparam("sop"))
-            .scalar_subquery(),
-        ),
-        # "Latest instance wins" for study- and series-level attributes, as in the Azure service.
-        study_upsert=study_ins.on_conflict_do_update(
-            index_elements=[study.c.partition_key, study.c.study_uid],
-            set_={c.name: study_ins.excluded[c.name] for c in _STUDY_UPDATED},
-        ).returning(study.c.study_key, study.c.modalities, study.c.sop_classes),
-        series_upsert=series_ins.on_conflict_do_update(
-            index_elements=[series.c.partition_key, series.c.series_uid],
-            set_={c.name: series_ins.excluded[c.name] for c in _SERIES_UPDATED},
-            where=series.c.study_key == series_ins.excluded.study_key,
-        ).returning(series.c.series_key),
-        instance_insert=instance_ins.on_conflict_do_nothing(
-            index_elements=[instance.c.partition_key, instance.c.sop_instance_uid]
-        ).returning(instance.c.instance_key),
-        metadata_insert=insert(instance_metadata),
-        changefeed_insert=insert(changefeed),
-        series_count=update(series)
-        .where(series.c.series_key == key)
-        .values(
-            num_instances=select(func.count()).where(instance.c.series_key == key).scalar_subquery()
-        ),
-        study_counts=update(study)
-        .where(study.c.study_key == key)
-        .values(
-            num_series=select(func.count()).where(series.c.study_key == key).scalar_subquery(),
-            num_instances=select(func.count()).where(instance.c.study_key == key).scalar_subquery(),
-            modalities=bindparam("modalities"),
-            sop_classes=bindparam("sop_classes"),
-        ),
-        study_modalities=select(series.c.modality).where(series.c.study_key == key).distinct(),
-        study_sop_classes=select(instance.c.sop_class_uid)
-        .where(instance.c.study_key == key)
-        .distinct(),
-        drop_empty_study=delete(study).where(
-            study.c.study_key == key,
-            ~select(series.c.series_key).where(series.c.study_key == key).exists(),
-        ),
-    )
-
-
-@dataclass(slots=True)
-class _Touched:
-    """What a batch changed in one study: its computed lists are updated once, at the end."""
-
-    modalities: set[str]
-    sop_classes: set[str]
-
-
-def _split(value: str | None) -> set[str]:
-    return set(value.split("\\")) if value else set()
-
-
-def insert_instances(
-    conn: Connection, backend: str, pk: int, items: Sequence[NewInstance], now: datetime
-) -> list[InsertResult]:
-    """Insert a batch in the caller's transaction; duplicates and conflicts become results."""
-    sql = _statements(backend)
-    results: list[InsertResult] = []
-    studies: dict[int, _Touched] = {}
-    touched_series: set[int] = set()
-    for item in items:
-        p = item.parsed
-        owner, existing_key = conn.execute(
-            sql.precheck, {"pk": pk, "series_uid": p.series_uid, "sop": p.sop_instance_uid}
-        ).one()
-        if existing_key is not None:
-            results.append(InsertResult(None, duplicate=True))
-            continue
-        if owner is not None and owner != p.study_uid:
-            results.append(
-                InsertResult(None, conflict=f"series {p.series_uid} belongs to study {owner}")
-            )
-            continue
-        result, study_key, series_key, stored_lists = _insert_one(conn, sql, pk, item, now)
-        results.append(result)
-        if result.instance_key is None:
-            if series_key is None:  # lost a race: the series went to another study meanwhile
-                conn.execute(sql.drop_empty_study, {"key": study_key})
-            continue
-        touched = studies.get(study_key)
-        if touched is None:
-            touched = studies[study_key] = _Touched(
-                _split(stored_lists[0]), _split(stored_lists[1])
-            )
-        modality = p.index.get("Modality")
-        if modality:
-            touched.modalities.add(str(modality))
-        touched.sop_classes.add(p.sop_class_uid)
-        assert series_key is not None
-        touched_series.add(series_key)
-    for key in touched_series:
-        conn.execute(sql.series_count, {"key": key})
-    for key, touched in studies.items():
-        _update_study(conn, sql, key, touched.modalities, touched.sop_classes)
-    return results
-
-
-def _update_study(
-    conn: Connection, sql: _Statements, key: int, modalities: set[str], sop_classes: set[str]
-) -> None:
-    conn.execute(
-        sql.study_counts,
-        {
-            "key": key,
-            "modalities": "\\".join(sorted(modalities)) or None,
-            "sop_classes": "\\".join(sorted(sop_classes)) or None,
-        },
-    )
-
-
-def _insert_one(
-    conn: Connection, sql: _Statements, pk: int, item: NewInstance, now: datetime
-) -> tuple[InsertResult, int, int | None, tuple[str | None, str | None]]:
-    """(result, study key, series key, the study's stored ModalitiesInStudy and SOP classes)."""
-    p = item.parsed
-    study_key, modalities, sop_classes = conn.execute(
-        sql.study_upsert,
-        {"partition_key": pk, "study_uid": p.study_uid, "created_at": now, **_study_values(p, now)},
-    ).one()
-    lists = (modalities, sop_classes)
-    series_key = conn.execute(
-        sql.series_upsert,
-        {
-            "partition_key": pk,
-            "study_key": study_key,
-            "series_uid": p.series_uid,
-            "created_at": now,
-            **_series_values(p, now),
-        },
-    ).scalar()
-    if series_key is None:
-        conflict = f"series {p.series_uid} was just stored under another study"
-        return InsertResult(None, conflict=conflict), study_key, None, lists
-    frames = p.frames.to_json() if p.frames is not None else None
-    instance_key = conn.execute(
-        sql.instance_insert,
-        {
-            "series_key": series_key,
-            "study_key": study_key,
-            "partition_key": pk,
-            "sop_instance_uid": p.sop_instance_uid,
-            "sop_class_uid": p.sop_class_uid,
-            "instance_number": _int(p.index.get("InstanceNumber")),
-            "transfer_syntax_uid": p.transfer_syntax,
-            "blob_id": item.blob_id,
-            "size": item.size,
-            "number_of_frames": p.number_of_frames,
-            "frames": orjson.dumps(frames) if frames is not None else None,
-            "attributes": orjson.dumps(p.level_json[Level.INSTANCE]),
-            "index_version": INDEX_VERSION,
-            "created_at": now,
-        },
-    ).scalar()
-    if instance_key is None:  # lost a race with a concurrent store of the same instance
-        return InsertResult(None, duplicate=True), study_key, series_key, lists
-    conn.execute(
-        sql.metadata_insert, {"instance_key": instance_key, "json": orjson.dumps(p.metadata)}
-    )
-    conn.execute(
-        sql.changefeed_insert,
-        {
-            "partition_key": pk,
-            "study_uid": p.study_uid,
-            "series_uid": p.series_uid,
-            "sop_instance_uid": p.sop_instance_uid,
-            "action": "create",
-            "state": "current",
-            "timestamp": now,
-            "instance_key": instance_key,
-        },
-    )
-    return InsertResult(instance_key), study_key, series_key, lists
+_STUDY_MODALITIES = (
+    select(series.c.modality).where(series.c.study_key == bindparam("key")).distinct()
+)
+_STUDY_SOP_CLASSES = (
+    select(instance.c.sop_class_uid).where(instance.c.study_key == bindparam("key")).distinct()
+)
 
 
 def _refresh_counts(
-    conn: Connection, backend: str, series_keys: Iterable[int], study_keys: Iterable[int]
+    conn: Connection, series_keys: Iterable[int], study_keys: Iterable[int]
 ) -> None:
-    """Recount the computed attributes of the given series and studies (after deletes).
-
-    Counting (rather than decrementing) stays right under concurrency: writers to a study hold
-    its row locked from their upsert to their commit, so no other writer counts in between.
-    """
-    sql = _statements(backend)
+    """Recount the computed attributes of the given series and studies (after deletes)."""
     for key in series_keys:
-        conn.execute(sql.series_count, {"key": key})
+        update_series_count(conn, key)
     for key in study_keys:
-        modalities = {m for m in conn.execute(sql.study_modalities, {"key": key}).scalars() if m}
-        sop_classes = set(conn.execute(sql.study_sop_classes, {"key": key}).scalars())
-        _update_study(conn, sql, key, modalities, sop_classes)
+        modalities = {m for m in conn.execute(_STUDY_MODALITIES, {"key": key}).scalars() if m}
+        sop_classes = set(conn.execute(_STUDY_SOP_CLASSES, {"key": key}).scalars())
+        update_study_counts(conn, key, modalities, sop_classes)
 
 
 def _scope(
@@ -653,7 +345,7 @@ def delete_instances(
         conn, series, series.c.series_key, instance.c.series_key, series_keys
     )
     empty_studies = _drop_childless(conn, study, study.c.study_key, series.c.study_key, study_keys)
-    _refresh_counts(conn, backend, series_keys - empty_series, study_keys - empty_studies)
+    _refresh_counts(conn, series_keys - empty_series, study_keys - empty_studies)
     return [DeletedInstance(study_uid, r.series_uid, r.sop_instance_uid, r.blob_id) for r in rows]
 
 
