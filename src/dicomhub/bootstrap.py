@@ -127,7 +127,7 @@ def build_sync_worker(settings: Settings, services: Services) -> SyncWorker:
     else:
         target = EmbeddedTarget(services.fhir.service, services.fhir.search)
 
-    def load(partition_key: int, study_uid: str) -> list[bytes]:
+    def load(partition_key: int, study_uid: str) -> list[tuple[int, bytes]]:
         with services.db.read() as conn:
             return sync_store.study_metadata(conn, partition_key, study_uid)
 

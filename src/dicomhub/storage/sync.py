@@ -138,13 +138,13 @@ def changes_after(conn: Connection, sequence: int, limit: int) -> list[Change]:
     return [Change(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-def study_metadata(conn: Connection, partition_key: int, study_uid: str) -> list[bytes]:
-    """The stored DICOM JSON of every current instance of the study, in storage order."""
-    out: list[bytes] = []
+def study_metadata(conn: Connection, partition_key: int, study_uid: str) -> list[tuple[int, bytes]]:
+    """(instance key, stored DICOM JSON) of every current instance of the study, in storage order."""
+    out: list[tuple[int, bytes]] = []
     after = 0
     while True:
         page = metadata_page(conn, partition_key, study_uid, None, None, after_key=after)
-        out += [row[4] for row in page]
+        out += [(row[0], row[4]) for row in page]
         if len(page) < 500:
             return out
         after = page[-1][0]

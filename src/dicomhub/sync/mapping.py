@@ -112,6 +112,8 @@ def _clean(value: Any) -> str | None:
     """`value` as a FHIR string: no control characters or lone surrogates, trimmed, not empty."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
+    if isinstance(value, str) and value.isprintable():  # no Cc or Cs character: the usual case
+        return value.strip() or None
     text = "".join(
         c for c in str(value) if c in "\t\n\r" or unicodedata.category(c) not in ("Cc", "Cs")
     )
