@@ -612,3 +612,46 @@ def test_a_series_cannot_move_to_another_study(http: httpx.Client, settings: Set
     assert _instances_with_sop(http, _uids(elsewhere)[2]) == []
     assert len(blob_files(settings)) == 2
     assert staged_leftovers(settings) == []
+
+
+def test_a_series_cannot_span_two_studies_within_one_request(
+    http: httpx.Client, settings: Settings
+) -> None:
+    series = generate_uid()
+    first = make_instance(series_uid=series)
+    elsewhere = make_instance(series_uid=series)  # same series, another study, same request
+    r = stow(http, [first, elsewhere])
+    assert r.status_code == 202, r.text
+    assert failure_reasons(r) == [VALIDATION_FAILURE]
+    assert f"belongs to study {_uids(first)[0]}" in failed(r)[0]["00000902"]["Value"][0]
+    assert [value(i, REFERENCED_SOP_INSTANCE) for i in referenced(r)] == [_uids(first)[2]]
+    assert _instances_with_sop(http, _uids(elsewhere)[2]) == []
+    assert len(blob_files(settings)) == 1
+
+
+def test_within_one_request_the_last_instance_sets_study_and_series_attributes(
+    http: httpx.Client,
+) -> None:
+    study, series = generate_uid(), generate_uid()
+    parts = [
+        make_instance(
+            study_uid=study,
+            series_uid=series,
+            StudyDescription=f"description {n}",
+            SeriesDescription=f"series {n}",
+            InstanceNumber=n,
+        )
+        for n in (1, 2, 3)
+    ]
+    assert stow(http, parts).status_code == 200
+    found = http.get(
+        "/studies",
+        params={"StudyInstanceUID": study, "includefield": "StudyDescription"},
+    ).json()
+    assert [value(s, "00081030") for s in found] == ["description 3"]
+    assert [value(s, "00201208") for s in found] == [3]
+    series_found = http.get(
+        f"/studies/{study}/series", params={"includefield": "SeriesDescription"}
+    ).json()
+    assert [value(s, "0008103E") for s in series_found] == ["series 3"]
+    assert [value(s, "00201209") for s in series_found] == [3]
