@@ -27,9 +27,10 @@ from dicomhub.dicom.normalize import (
     pn_words,
 )
 from dicomhub.dicom.read import ParsedInstance
-from dicomhub.storage.schema import study
+from dicomhub.storage.schema import changefeed, study
 
 __all__ = [
+    "CHANGEFEED_COLUMNS",
     "InsertResult",
     "NewInstance",
     "insert_instances",
@@ -108,16 +109,8 @@ _INSTANCE_COLUMNS = (
     "index_version",
     "created_at",
 )
-_CHANGEFEED_COLUMNS = (
-    "partition_key",
-    "study_uid",
-    "series_uid",
-    "sop_instance_uid",
-    "action",
-    "state",
-    "timestamp",
-    "instance_key",
-)
+# Every column but the sequence, in table order (the rows below are built in that order).
+CHANGEFEED_COLUMNS = tuple(c.name for c in changefeed.c if c.name != "sequence")
 # Set on every store: "latest instance wins" for study- and series-level attributes, as in
 # the Azure service. Keys, UIDs, counts and computed lists are not.
 _NOT_UPDATED = {"partition_key", "study_key", "study_uid", "series_uid", "created_at"}
@@ -185,7 +178,7 @@ def _sql(qmark: bool) -> _Sql:
             "ON CONFLICT (partition_key, sop_instance_uid) DO NOTHING RETURNING instance_key"
         ),
         metadata_insert=native(_insert("instance_metadata", ("instance_key", "json"))),
-        changefeed_insert=native(_insert("changefeed", _CHANGEFEED_COLUMNS)),
+        changefeed_insert=native(_insert("changefeed", CHANGEFEED_COLUMNS)),
         series_count=native(
             "UPDATE series SET num_instances = "
             "(SELECT count(*) FROM instance WHERE instance.series_key = ?) WHERE series_key = ?"

@@ -12,7 +12,11 @@ import orjson
 from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from dicomhub.storage.index.inserts import update_series_count, update_study_counts
+from dicomhub.storage.index.inserts import (
+    CHANGEFEED_COLUMNS,
+    update_series_count,
+    update_study_counts,
+)
 from dicomhub.storage.schema import (
     blob_deletion,
     changefeed,
@@ -303,16 +307,7 @@ def delete_instances(
     )
     conn.execute(
         insert(changefeed).from_select(
-            [
-                "partition_key",
-                "study_uid",
-                "series_uid",
-                "sop_instance_uid",
-                "action",
-                "state",
-                "timestamp",
-                "instance_key",
-            ],
+            list(CHANGEFEED_COLUMNS),
             select(
                 literal(pk),
                 study.c.study_uid,
