@@ -98,6 +98,7 @@ class SyncWorker:
     _gap: tuple[int, float] | None = None  # (first missing sequence, when first seen)
     _dead: set[tuple[int, str]] = field(default_factory=set)  # dead-lettered studies
     _backoff: float = 0.0  # seconds of the current pause while the target is unwell
+    _look_after: float = 0.0  # monotonic time before which another worker's lease is assumed
 
     @property
     def target(self) -> str:
@@ -142,13 +143,22 @@ class SyncWorker:
 
     def run_once(self) -> BatchReport:
         """One batch: take the lease, reconcile the studies changed after the cursor, advance."""
+        if time.monotonic() < self._look_after:
+            return BatchReport()
         with self.db.read() as conn:
             seen = store.state(conn, self.target)
             if seen is not None and store.latest_sequence(conn) <= seen.sequence:
                 return BatchReport()  # nothing new: no write, no lease
+        if self._held_elsewhere(seen):
+            # Each store wakes the worker of its own process; while another live worker holds
+            # the lease, looking more often than it polls, let alone trying for the lease (a
+            # write transaction), would cost every store of this process for nothing.
+            self._look_after = time.monotonic() + POLL_SECONDS
+            return BatchReport()
         current = self._lease(seen)
-        if current is None:
-            return BatchReport()  # another worker holds the lease
+        if current is None:  # another worker took it meanwhile
+            self._look_after = time.monotonic() + POLL_SECONDS
+            return BatchReport()
         with self.db.read() as conn:
             changes = store.changes_after(conn, current.sequence, self.batch)
             self._dead = {
@@ -235,6 +245,14 @@ class SyncWorker:
         self._stop.wait(self._backoff)
         report.outcomes["postponed"] = report.outcomes.get("postponed", 0) + 1
         return report
+
+    def _held_elsewhere(self, seen: store.SyncState | None) -> bool:
+        """Another worker, still running, holds a lease that has not run out."""
+        if seen is None or not seen.lease_owner or seen.lease_owner == self.owner:
+            return False
+        if seen.lease_until is None or seen.lease_until <= _now():
+            return False
+        return not _dead_local(seen.lease_owner)
 
     def _lease(self, seen: store.SyncState | None) -> store.SyncState | None:
         now = _now()
