@@ -144,6 +144,58 @@ def test_small_json_and_error_bodies_pass_as_they_are(http: httpx.Client) -> Non
     assert_error(r, 400)
 
 
+# --- HEAD -----------------------------------------------------------------------------------
+
+
+_SAME = ("content-type", "content-length", "etag", "vary", "content-encoding", CORP)
+
+
+@pytest.mark.parametrize("encoding", [GZIP, IDENTITY], ids=["gzip", "identity"])
+def test_head_answers_the_headers_of_get_without_a_body(
+    http: httpx.Client, encoding: dict[str, str]
+) -> None:
+    study, series = _study(http, count=3)
+    urls = [
+        f"/studies/{study}/metadata",
+        f"/studies/{study}/series/{series}/instances?includefield=all",
+        f"/studies/{study}",  # a multipart retrieve of every file of the study
+        "/changefeed",
+    ]
+    for url in urls:
+        got, got_body = _raw(http, url, encoding)
+        with http.stream("HEAD", url, headers=encoding) as head:
+            head_body = b"".join(head.iter_raw())
+        assert got.status_code == head.status_code == 200, url
+        assert got_body and head_body == b"", url
+        for name in _SAME:
+            if name == "content-type" and got.headers[name].startswith("multipart/related"):
+                # each answer has its own boundary
+                assert (
+                    head.headers[name].split("boundary=")[0]
+                    == got.headers[name].split("boundary=")[0]
+                )
+                continue
+            assert head.headers.get(name) == got.headers.get(name), (url, name)
+
+    # the connection goes on serving after a HEAD that stopped a streamed answer
+    assert http.get(f"/studies/{study}/metadata").json()
+    tag = http.get(f"/studies/{study}/metadata").headers["etag"]
+    assert (
+        http.head(f"/studies/{study}/metadata", headers={"If-None-Match": tag}).status_code == 304
+    )
+
+
+def test_head_of_what_does_not_exist_or_takes_no_get(http: httpx.Client) -> None:
+    r = http.head(f"/studies/{generate_uid()}/metadata")
+    assert r.status_code == 404 and r.content == b""
+    assert r.headers["content-type"].startswith("application/json")
+    assert http.head("/studies?NotAnAttribute=1").status_code == 400
+    assert http.head("/changefeed/nothing-here").status_code == 404
+    # health and the POST-only STOW route
+    assert http.head(str(http.base_url).rsplit("/dicom-web", 1)[0] + "/health").status_code == 200
+    assert http.head("/studies").status_code == 200  # QIDO is the GET of /studies
+
+
 def test_fhir_and_change_feed_json_are_gzipped(live_server: LiveServer) -> None:
     with httpx.Client(base_url=live_server.url, timeout=60) as client:
         client.post(

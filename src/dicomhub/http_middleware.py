@@ -1,4 +1,5 @@
-"""Pure ASGI middlewares: gzip for JSON bodies only, CORS, and Cross-Origin-Resource-Policy.
+"""Pure ASGI middlewares: HEAD as GET, gzip for JSON bodies only, CORS, and
+Cross-Origin-Resource-Policy.
 
 Pure ASGI (not BaseHTTPMiddleware): each one wraps `send` and looks at the response headers
 once, so frames and files pass through with one extra function call per message.
@@ -18,6 +19,7 @@ __all__ = [
     "ALLOWED_HEADERS",
     "EXPOSED_HEADERS",
     "CrossOriginResourcePolicy",
+    "HeadAsGet",
     "JSONGzip",
     "accepts_gzip",
     "install",
@@ -251,8 +253,51 @@ class CrossOriginResourcePolicy:
         await self.app(scope, receive, add_header)
 
 
+class _HeadDone(Exception):
+    """The headers of a HEAD answer are out: the body the GET route goes on making is not."""
+
+
+class HeadAsGet:
+    """HEAD on every GET route (RFC 9110 9.3.2: general-purpose servers must support it).
+
+    The routes see a GET, so the answer carries exactly the GET's headers (Content-Type,
+    Content-Length, ETag, Vary...); no body is sent, and the route is stopped at its first
+    body message, so a HEAD on a whole study does not read the study.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        done = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal done
+            if done:
+                return
+            if message["type"] == "http.response.start":
+                await send(message)
+                return
+            done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            raise _HeadDone
+
+        try:
+            await self.app({**scope, "method": "GET"}, receive, headers_only)
+        except _HeadDone:
+            return  # the answer is complete
+        except BaseExceptionGroup as group:  # a streaming response's task group wraps it
+            rest = group.subgroup(lambda exc: not isinstance(exc, _HeadDone))
+            if rest is not None:
+                raise rest from None
+
+
 def install(app: Starlette, cors_origins: Sequence[str]) -> None:
-    """Gzip innermost, then CORS (only when origins are configured), CORP outermost."""
+    """Gzip innermost, then CORS (only when origins are configured), CORP, HEAD as GET
+    outermost (a HEAD gets every header its GET would)."""
     app.add_middleware(JSONGzip)
     if cors_origins:
         app.add_middleware(
@@ -271,3 +316,4 @@ def install(app: Starlette, cors_origins: Sequence[str]) -> None:
         )
     # after CORS, so preflight answers carry it too
     app.add_middleware(CrossOriginResourcePolicy)
+    app.add_middleware(HeadAsGet)
