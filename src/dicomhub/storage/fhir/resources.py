@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select
 
 from dicomhub.fhir.search.rows import IndexRows, RowTuples
 from dicomhub.storage.schema import (
@@ -175,11 +175,29 @@ def write_versions(conn: Connection, versions: Sequence[NewVersion]) -> list[int
     """Write new versions (creating logical resources as needed); returns their resource pks.
 
     Index rows of the resources are replaced by those of the new versions (deletes drop them).
-    Batched: one INSERT per table for the whole sequence, which is what makes bulk loads fast.
+    Batched: one statement per table for the whole sequence, which is what makes bulk loads
+    fast. Plain DB-API statements, as SQLAlchemy's per-statement and per-row processing cost
+    more than the statements themselves; the sync and the REST API write one version at a time.
     """
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    stamp = fhir_resource.c.last_updated.type.bind_processor(conn.dialect)
+
+    def when(v: NewVersion) -> Any:
+        return stamp(v.last_updated) if stamp is not None else v.last_updated
+
     created = [v for v in versions if v.pk is None]
     pks_created: list[int] = []
-    if created:
+    if len(created) == 1:
+        v = created[0]
+        pks_created = [
+            conn.exec_driver_sql(
+                "INSERT INTO fhir_resource (res_type, res_id, version, last_updated, deleted, "
+                f"body, index_version) VALUES ({mark}, {mark}, {mark}, {mark}, {mark}, {mark}, 1) "
+                "RETURNING resource_pk",
+                (v.res_type, v.res_id, v.version, when(v), v.body is None, v.body),
+            ).scalar_one()
+        ]
+    elif created:  # several rows with RETURNING: SQLAlchemy's insertmanyvalues batches them
         result = conn.execute(
             insert(fhir_resource).returning(
                 fhir_resource.c.resource_pk, sort_by_parameter_order=True
@@ -199,39 +217,29 @@ def write_versions(conn: Connection, versions: Sequence[NewVersion]) -> list[int
         )
         pks_created = [r[0] for r in result]
     new_pks = iter(pks_created)
-    pks: list[int] = []
-    for v in versions:
-        pk = v.pk if v.pk is not None else next(new_pks)
-        pks.append(pk)
-        if v.pk is not None:
-            conn.execute(
-                update(fhir_resource)
-                .where(fhir_resource.c.resource_pk == pk)
-                .values(
-                    version=v.version,
-                    last_updated=v.last_updated,
-                    deleted=v.body is None,
-                    body=v.body,
+    pks = [v.pk if v.pk is not None else next(new_pks) for v in versions]
+    replaced = [(pk, v) for pk, v in zip(pks, versions, strict=True) if v.pk is not None]
+    if replaced:
+        conn.exec_driver_sql(
+            f"UPDATE fhir_resource SET version = {mark}, last_updated = {mark}, "
+            f"deleted = {mark}, body = {mark} WHERE resource_pk = {mark}",
+            [(v.version, when(v), v.body is None, v.body, pk) for pk, v in replaced],
+        )
+        for start in range(0, len(replaced), 500):
+            chunk = [pk for pk, _ in replaced[start : start + 500]]
+            marks = ", ".join(mark for _ in chunk)
+            for table in INDEX_TABLES.values():
+                conn.exec_driver_sql(
+                    f"DELETE FROM {table.name} WHERE resource_pk IN ({marks})", tuple(chunk)
                 )
-            )
-    conn.execute(
-        insert(fhir_version),
+    conn.exec_driver_sql(
+        "INSERT INTO fhir_version (resource_pk, version, res_type, last_updated, method, body) "
+        f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark}, {mark})",
         [
-            {
-                "resource_pk": pk,
-                "version": v.version,
-                "res_type": v.res_type,
-                "last_updated": v.last_updated,
-                "method": v.method,
-                "body": v.body,
-            }
+            (pk, v.version, v.res_type, when(v), v.method, v.body)
             for pk, v in zip(pks, versions, strict=True)
         ],
     )
-    replaced = [pk for pk, v in zip(pks, versions, strict=True) if v.pk is not None]
-    if replaced:
-        for table in INDEX_TABLES.values():
-            conn.execute(delete(table).where(table.c.resource_pk.in_(replaced)))
     by_table: dict[str, list[tuple[Any, ...]]] = {}
     for pk, v in zip(pks, versions, strict=True):
         if v.rows is None:
@@ -240,13 +248,10 @@ def write_versions(conn: Connection, versions: Sequence[NewVersion]) -> list[int
         head = (pk, v.res_type)
         for name, values in rows.items():
             by_table.setdefault(name, []).extend(head + t for t in values)
-    placeholder = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for name, params in by_table.items():
-        # Plain DB-API executemany with positional rows: index rows are most of what a write
-        # inserts, and SQLAlchemy's per-row parameter processing cost more than the inserts.
         table = INDEX_TABLES[name]
         columns = ", ".join(c.name for c in table.columns)
-        marks = ", ".join(placeholder for _ in table.columns)
+        marks = ", ".join(mark for _ in table.columns)
         conn.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", params)
     return pks
 
