@@ -10,14 +10,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from pydicom.uid import generate_uid
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomhub.bootstrap import Services
 from dicomhub.config import Settings
-from dicomhub.http_middleware import JSONGzip
+from dicomhub.http_middleware import HeadAsGet, JSONGzip
 from tests.conftest import LiveServer
 from tests.dicomfiles import make_instance
 from tests.dicomweb.support import assert_error, stow
@@ -194,6 +195,64 @@ def test_head_of_what_does_not_exist_or_takes_no_get(http: httpx.Client) -> None
     # health and the POST-only STOW route
     assert http.head(str(http.base_url).rsplit("/dicom-web", 1)[0] + "/health").status_code == 200
     assert http.head("/studies").status_code == 200  # QIDO is the GET of /studies
+
+
+def _head(app: ASGIApp) -> list[Message]:
+    """What `HeadAsGet(app)` sends for a HEAD."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "HEAD", "path": "/", "headers": []}
+    asyncio.run(HeadAsGet(app)(scope, receive, send))
+    return sent
+
+
+def _streaming_app(made: list[int], *, in_task_group: bool) -> ASGIApp:
+    """An app that streams ten body pieces, counting those it made; a GET route only."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["method"] == "GET"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+        async def body() -> None:
+            for i in range(10):
+                made.append(i)
+                await send({"type": "http.response.body", "body": b"x", "more_body": i < 9})
+
+        if in_task_group:  # as a route streaming from a task group that does not collapse
+            async with anyio.create_task_group() as group:
+                group.start_soon(body)
+        else:
+            await body()
+
+    return app
+
+
+@pytest.mark.parametrize("in_task_group", [False, True], ids=["plain", "task-group"])
+def test_head_stops_the_route_at_its_first_body_piece(in_task_group: bool) -> None:
+    made: list[int] = []
+    sent = _head(_streaming_app(made, in_task_group=in_task_group))
+    assert made == [0]
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def test_head_lets_other_errors_of_the_route_through() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def fails() -> None:
+            raise ValueError("broken route")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(fails)
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        _head(app)
+    assert caught.value.subgroup(ValueError) is not None
 
 
 def test_fhir_and_change_feed_json_are_gzipped(live_server: LiveServer) -> None:

@@ -289,8 +289,8 @@ class HeadAsGet:
             await self.app({**scope, "method": "GET"}, receive, headers_only)
         except _HeadDone:
             return  # the answer is complete
-        except BaseExceptionGroup as group:  # a streaming response's task group wraps it
-            rest = group.subgroup(lambda exc: not isinstance(exc, _HeadDone))
+        except BaseExceptionGroup as group:  # a task group around the body wraps it
+            _done, rest = group.split(_HeadDone)
             if rest is not None:
                 raise rest from None
 

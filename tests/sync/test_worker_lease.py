@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import io
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from pydicom.uid import generate_uid
-from sqlalchemy import event
+from sqlalchemy import event, update
 
 from dicomhub.bootstrap import Services, build_sync_worker
 from dicomhub.config import Settings
 from dicomhub.context import RequestContext
+from dicomhub.storage.schema import sync_state
 from dicomhub.sync import worker
 from tests.dicomfiles import make_instance
 
@@ -66,3 +72,78 @@ def test_a_worker_without_the_lease_does_not_write_and_takes_over_when_it_is_fre
     assert report.studies == 1
     assert second.status()["leaseOwner"] == second.owner
     assert second.status()["backlog"] == 0
+
+
+def _set_lease(services: Services, target: str, owner: str, until: datetime) -> None:
+    services.db.write(
+        lambda conn: conn.execute(
+            update(sync_state)
+            .where(sync_state.c.target == target)
+            .values(lease_owner=owner, lease_until=until)
+        )
+    )
+
+
+def _exited_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout)
+
+
+@pytest.mark.parametrize("holder", ["expired", "dead process"])
+def test_a_lease_left_by_a_holder_that_is_gone_is_taken_over(
+    settings: Settings, services: Services, holder: str
+) -> None:
+    ctx = RequestContext()
+    first = build_sync_worker(settings, services)
+    second = build_sync_worker(settings, services)
+    data = make_instance(
+        study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid()
+    )
+    assert services.store.store_file(ctx, io.BytesIO(data)).stored
+    assert first.run_once().studies == 1  # creates the cursor row, holds the lease
+
+    # the holder stops without releasing: killed, or on another machine that went away
+    if holder == "expired":
+        owner = "elsewhere:1:gone"
+        until = datetime.now(UTC) - timedelta(seconds=1)
+    else:
+        owner = f"{socket.gethostname()}:{_exited_pid()}:gone"
+        until = datetime.now(UTC) + timedelta(seconds=worker.LEASE_SECONDS)
+    _set_lease(services, first.target, owner, until)
+    data = make_instance(
+        study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid()
+    )
+    assert services.store.store_file(ctx, io.BytesIO(data)).stored
+
+    report = second.run_once()
+    assert report.changes == 1 and report.studies == 1
+    assert second.status()["leaseOwner"] == second.owner
+
+
+def test_a_live_holder_on_another_machine_keeps_its_lease(
+    settings: Settings, services: Services
+) -> None:
+    ctx = RequestContext()
+    first = build_sync_worker(settings, services)
+    second = build_sync_worker(settings, services)
+    data = make_instance(
+        study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid()
+    )
+    assert services.store.store_file(ctx, io.BytesIO(data)).stored
+    assert first.run_once().studies == 1
+    until = datetime.now(UTC) + timedelta(seconds=worker.LEASE_SECONDS)
+    _set_lease(services, first.target, "elsewhere:1:alive", until)
+    data = make_instance(
+        study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid()
+    )
+    assert services.store.store_file(ctx, io.BytesIO(data)).stored
+
+    assert second.run_once().changes == 0
+    status = second.status()
+    assert status["leaseOwner"] == "elsewhere:1:alive"
+    assert status["backlog"] == 1

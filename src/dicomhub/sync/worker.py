@@ -130,7 +130,9 @@ class SyncWorker:
                 report = BatchReport()
                 self._stop.wait(1.0)
             if report.changes == 0 or self._stop.is_set():
-                self._wake.wait(POLL_SECONDS)
+                # While a peer holds the lease, wakes return early: look again when it is due.
+                due = self._look_after - time.monotonic()
+                self._wake.wait(due if 0 < due < POLL_SECONDS else POLL_SECONDS)
                 self._wake.clear()
             elif report.changes < self.batch:
                 # Caught up with the feed: let the stores still arriving gather for a moment,
