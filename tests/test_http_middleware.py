@@ -192,9 +192,10 @@ def test_head_of_what_does_not_exist_or_takes_no_get(http: httpx.Client) -> None
     assert r.headers["content-type"].startswith("application/json")
     assert http.head("/studies?NotAnAttribute=1").status_code == 400
     assert http.head("/changefeed/nothing-here").status_code == 404
-    # health and the POST-only STOW route
-    assert http.head(str(http.base_url).rsplit("/dicom-web", 1)[0] + "/health").status_code == 200
+    root = str(http.base_url).rsplit("/dicom-web", 1)[0]
+    assert http.head(root + "/health").status_code == 200
     assert http.head("/studies").status_code == 200  # QIDO is the GET of /studies
+    assert http.head(root + "/admin/sync/retry").status_code == 405  # POST only
 
 
 def _head(app: ASGIApp) -> list[Message]:

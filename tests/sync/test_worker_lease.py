@@ -39,24 +39,33 @@ def _statements(services: Services) -> Iterator[list[str]]:
         event.remove(services.db.engine, "before_cursor_execute", record)
 
 
+def _store(services: Services) -> None:
+    """One new instance of a new study."""
+    data = make_instance(
+        study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid()
+    )
+    assert services.store.store_file(RequestContext(), io.BytesIO(data)).stored
+
+
+def _first_holds_the_lease(
+    settings: Settings, services: Services
+) -> tuple[worker.SyncWorker, worker.SyncWorker]:
+    """Two workers; the first has synced one study and holds the lease."""
+    first = build_sync_worker(settings, services)
+    second = build_sync_worker(settings, services)
+    _store(services)
+    assert first.run_once().studies == 1  # creates the cursor row, takes the lease
+    return first, second
+
+
 def test_a_worker_without_the_lease_does_not_write_and_takes_over_when_it_is_free(
     settings: Settings, services: Services
 ) -> None:
-    ctx = RequestContext()
-    study = generate_uid()
-
-    def store() -> None:
-        data = make_instance(study_uid=study, series_uid=generate_uid(), sop_uid=generate_uid())
-        assert services.store.store_file(ctx, io.BytesIO(data)).stored
-
-    first = build_sync_worker(settings, services)
-    second = build_sync_worker(settings, services)
-    store()
-    assert first.run_once().studies == 1
+    first, second = _first_holds_the_lease(settings, services)
 
     # Each store of second's process wakes it; while first holds the lease it looks at the
     # index once per poll interval, and never writes.
-    store()
+    _store(services)
     with _statements(services) as seen:
         for _ in range(20):
             assert second.run_once().changes == 0
@@ -98,14 +107,7 @@ def _exited_pid() -> int:
 def test_a_lease_left_by_a_holder_that_is_gone_is_taken_over(
     settings: Settings, services: Services, holder: str
 ) -> None:
-    ctx = RequestContext()
-    first = build_sync_worker(settings, services)
-    second = build_sync_worker(settings, services)
-    data = make_instance(
-        study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid()
-    )
-    assert services.store.store_file(ctx, io.BytesIO(data)).stored
-    assert first.run_once().studies == 1  # creates the cursor row, holds the lease
+    first, second = _first_holds_the_lease(settings, services)
 
     # the holder stops without releasing: killed, or on another machine that went away
     if holder == "expired":
@@ -115,10 +117,7 @@ def test_a_lease_left_by_a_holder_that_is_gone_is_taken_over(
         owner = f"{socket.gethostname()}:{_exited_pid()}:gone"
         until = datetime.now(UTC) + timedelta(seconds=worker.LEASE_SECONDS)
     _set_lease(services, first.target, owner, until)
-    data = make_instance(
-        study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid()
-    )
-    assert services.store.store_file(ctx, io.BytesIO(data)).stored
+    _store(services)
 
     report = second.run_once()
     assert report.changes == 1 and report.studies == 1
@@ -128,20 +127,10 @@ def test_a_lease_left_by_a_holder_that_is_gone_is_taken_over(
 def test_a_live_holder_on_another_machine_keeps_its_lease(
     settings: Settings, services: Services
 ) -> None:
-    ctx = RequestContext()
-    first = build_sync_worker(settings, services)
-    second = build_sync_worker(settings, services)
-    data = make_instance(
-        study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid()
-    )
-    assert services.store.store_file(ctx, io.BytesIO(data)).stored
-    assert first.run_once().studies == 1
+    first, second = _first_holds_the_lease(settings, services)
     until = datetime.now(UTC) + timedelta(seconds=worker.LEASE_SECONDS)
     _set_lease(services, first.target, "elsewhere:1:alive", until)
-    data = make_instance(
-        study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid()
-    )
-    assert services.store.store_file(ctx, io.BytesIO(data)).stored
+    _store(services)
 
     assert second.run_once().changes == 0
     status = second.status()

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, func, insert, select
 
 from dicomhub.fhir.search.rows import IndexRows, RowTuples
+from dicomhub.storage.dialect import placeholder, timestamp_param
 from dicomhub.storage.schema import (
     fhir_idx_date,
     fhir_idx_number,
@@ -179,11 +180,10 @@ def write_versions(conn: Connection, versions: Sequence[NewVersion]) -> list[int
     fast. Plain DB-API statements, as SQLAlchemy's per-statement and per-row processing cost
     more than the statements themselves; the sync and the REST API write one version at a time.
     """
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    stamp = fhir_resource.c.last_updated.type.bind_processor(conn.dialect)
+    mark = placeholder(conn.dialect)
 
     def when(v: NewVersion) -> Any:
-        return stamp(v.last_updated) if stamp is not None else v.last_updated
+        return timestamp_param(conn.dialect, v.last_updated)
 
     created = [v for v in versions if v.pk is None]
     pks_created: list[int] = []

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection
-from sqlalchemy.engine import Dialect
 
 from dicomhub.dicom.attributes import Level
 from dicomhub.dicom.normalize import (
@@ -27,7 +26,8 @@ from dicomhub.dicom.normalize import (
     pn_words,
 )
 from dicomhub.dicom.read import ParsedInstance
-from dicomhub.storage.schema import changefeed, study
+from dicomhub.storage.dialect import placeholder, timestamp_param
+from dicomhub.storage.schema import changefeed
 
 __all__ = [
     "CHANGEFEED_COLUMNS",
@@ -141,12 +141,12 @@ class _Sql:
 
 
 @cache
-def _sql(qmark: bool) -> _Sql:
+def _sql(mark: str) -> _Sql:
     def native(sql: str) -> str:
-        return sql if qmark else sql.replace("?", "%s")
+        return sql.replace("?", mark)
 
     return _Sql(
-        mark="?" if qmark else "%s",
+        mark=mark,
         existing=native(
             "SELECT sop_instance_uid FROM instance WHERE partition_key = ? "
             "AND sop_instance_uid IN ({marks})"
@@ -197,13 +197,7 @@ def _sql(qmark: bool) -> _Sql:
 
 
 def _statements(conn: Connection) -> _Sql:
-    return _sql(conn.dialect.paramstyle == "qmark")
-
-
-def _timestamp(dialect: Dialect, now: datetime) -> Any:
-    """`now` as the UTC timestamp columns store it on this database (naive UTC text on SQLite)."""
-    process = study.c.created_at.type.bind_processor(dialect)
-    return process(now) if process is not None else now
+    return _sql(placeholder(conn.dialect))
 
 
 def _words(name: str | None) -> str | None:
@@ -320,7 +314,7 @@ def insert_instances(
     Each study and series row is written once per batch, with the values of its last instance.
     """
     sql = _statements(conn)
-    ts = _timestamp(conn.dialect, now)
+    ts = timestamp_param(conn.dialect, now)
     sop_uids = [i.parsed.sop_instance_uid for i in items]
     stored = {r[0] for r in _matching(conn, sql.existing, sql.mark, pk, sop_uids)}
     series_uids = list({i.parsed.series_uid: None for i in items})
