@@ -26,7 +26,7 @@ from dicomhub.fhir.search.expressions import (
 from dicomhub.fhir.search.normalize import date_range
 from dicomhub.fhir.search.parameters import ParamType, SearchParam, search_param
 from dicomhub.fhir.search.parse import DEFAULT_COUNT, MAX_COUNT, InvalidSearch, parse_search
-from dicomhub.fhir.search.values import parse_value, split_escaped, unescape
+from dicomhub.fhir.search.values import escape, parse_value, split_escaped, unescape
 
 NOW = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
 
@@ -56,6 +56,14 @@ def refused(res_type: str, *items: tuple[str, str]) -> str:
 
 
 # --- escaping and OR / AND -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["a,b", "a|b", "a$b", "a\\b", "a\\,b", "plain", ""])
+def test_an_escaped_value_is_one_value_that_unescapes_to_itself(text: str) -> None:
+    escaped = escape(text)
+    assert split_escaped(escaped, ",") == [escaped]
+    assert split_escaped(f"system|{escaped}", "|") == ["system", escaped]
+    assert unescape(escaped) == text
 
 
 def test_split_on_unescaped_separators_only() -> None:

@@ -13,9 +13,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
+from dicomhub.fhir.search.values import escape
 from dicomhub.sync.mapping import (
     MappingOptions,
     endpoint_identifier,
@@ -40,6 +42,18 @@ _PATIENT_CACHE = 10_000
 # Parsed instance JSON kept between passes, by stored size: a study being stored is read again
 # at every pass, and parsing its instances was a third of the sync's time during ingest.
 _PARSED_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def _token(system: str, value: str) -> str:
+    """The search value `system|value` of an identifier: a PatientID or accession number may
+    hold `,` `|` or `$`, which a search value escapes (R4 3.1.1.6)."""
+    return f"{escape(system)}|{escape(value)}"
+
+
+def _if_none_exist(token: str) -> str:
+    """The query of a conditional create (If-None-Exist): URL-encoded, as `&`, `+`, `#` or
+    `%` in a DICOM value would otherwise change it."""
+    return urlencode([("identifier", token)])
 
 
 def _without_meta(resource: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +83,7 @@ class StudyReconciler:
         """Reconcile one study; returns what was done (created, updated, unchanged, deleted…)."""
         instances = [self._instance(key, raw) for key, raw in self.load(partition_key, study_uid)]
         ident = study_identifier(study_uid)
-        token = f"{ident['system']}|{ident['value']}"
+        token = _token(ident["system"], ident["value"])
         found = self.target.search("ImagingStudy", [("identifier", token)])
         if len(found) > 1:
             raise TargetError(
@@ -88,7 +102,7 @@ class StudyReconciler:
             based_on=self._orders(instances[-1]),
         )
         if current is None:
-            created = self.target.create(mapped, if_none_exist=f"identifier={token}")
+            created = self.target.create(mapped, if_none_exist=_if_none_exist(token))
             if not self._ours(created):
                 # another writer created it between our search and our create: start again
                 raise TargetError(f"ImagingStudy {token} appeared meanwhile", retryable=True)
@@ -152,13 +166,13 @@ class StudyReconciler:
         if cached is not None and cached[1] == demographics:
             self._patients.move_to_end(ident)
             return cached[0]
-        system, value = ident
+        token = _token(*ident)
         found = sorted(
-            self.target.search("Patient", [("identifier", f"{system}|{value}")]),
+            self.target.search("Patient", [("identifier", token)]),
             key=lambda p: str(p.get("id")),
         )
         if not found:
-            created = self.target.create(mapped, if_none_exist=f"identifier={system}|{value}")
+            created = self.target.create(mapped, if_none_exist=_if_none_exist(token))
             ref = f"Patient/{created['id']}"
         else:
             patient = found[0]  # several: link the first, as a conditional create would refuse
@@ -187,13 +201,12 @@ class StudyReconciler:
     def _endpoint_ref(self) -> str:
         if self._endpoint is None:
             endpoint = map_endpoint(self.options)
-            system, address = endpoint_identifier(self.options)
-            token = f"{system}|{address}"
+            token = _token(*endpoint_identifier(self.options))
             found = self.target.search("Endpoint", [("identifier", token)])
             if found:
                 self._endpoint = f"Endpoint/{found[0]['id']}"
             else:
-                created = self.target.create(endpoint, if_none_exist=f"identifier={token}")
+                created = self.target.create(endpoint, if_none_exist=_if_none_exist(token))
                 self._endpoint = f"Endpoint/{created['id']}"
         return self._endpoint
 
@@ -203,5 +216,5 @@ class StudyReconciler:
         accession = str(values[0]).strip() if values else ""
         if not accession:
             return []
-        found = self.target.search("ServiceRequest", [("identifier", accession)])
+        found = self.target.search("ServiceRequest", [("identifier", escape(accession))])
         return sorted(f"ServiceRequest/{r['id']}" for r in found)

@@ -27,7 +27,7 @@ from dicomhub.fhir.search.normalize import date_range, fold, number_range
 from dicomhub.fhir.search.parameters import ALL_RESOURCE_TYPES, ParamType, SearchParam
 from dicomhub.fhir.search.rows import of_type_key
 
-__all__ = ["MODIFIERS", "InvalidSearch", "parse_value", "split_escaped", "unescape"]
+__all__ = ["MODIFIERS", "InvalidSearch", "escape", "parse_value", "split_escaped", "unescape"]
 
 
 class InvalidSearch(ValueError):
@@ -49,6 +49,7 @@ MODIFIERS: dict[ParamType, tuple[str, ...]] = {
 _PREFIXED = (ParamType.NUMBER, ParamType.DATE, ParamType.QUANTITY)
 _PREFIX = re.compile(r"([a-z]{2})?(.*)", re.DOTALL)
 _ESCAPED = re.compile(r"\\([\\,$|])")
+_TO_ESCAPE = re.compile(r"([\\,$|])")
 _HISTORY = re.compile(r"/_history/[^/]*$")
 # `ap` (R4 3.1.1.4.2): "10% of the stated value (or for a date, 10% of the gap between now
 # and the date)" is the recommendation this server follows.
@@ -74,6 +75,11 @@ def split_escaped(text: str, separator: str) -> list[str]:
         i += 1
     parts.append("".join(current))
     return parts
+
+
+def escape(text: str) -> str:
+    """A literal value as a search value: `\\` `,` `$` `|` escaped (R4 3.1.1.6)."""
+    return _TO_ESCAPE.sub(r"\\\1", text)
 
 
 def unescape(text: str) -> str:

@@ -1,0 +1,89 @@
+"""What the sync writes into the embedded store: identifiers of any characters, shared Patients,
+chunks of studies written in one batch, and chunks that fail part-way."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import orjson
+from pydicom.uid import generate_uid
+
+from dicomhub.bootstrap import Services, build_sync_worker
+from dicomhub.config import Settings
+from dicomhub.context import RequestContext
+from dicomhub.fhir.search.values import escape
+from dicomhub.sync.worker import SyncWorker
+from tests.dicomfiles import make_instance
+
+PATIENT_SYSTEM = "urn:dicomhub:patient-id"
+# Characters that mean something in a search value (`,` `|` `$`) or in a query string
+# (`&` `+` `#` `%` `=` space): a DICOM LO value may hold any of them (not a backslash: it separates values).
+AWKWARD_IDS = ["A&B", "C+D", "E,F", "G|H", "I$J", "M#N", "O%20P", "Q R", "S=T"]
+
+
+def _store(services: Services, **attributes: Any) -> str:
+    study = generate_uid()
+    data = make_instance(study_uid=study, **attributes)
+    assert services.store.store_file(RequestContext(), io.BytesIO(data)).stored
+    return study
+
+
+def _drain(sync: SyncWorker) -> dict[str, int]:
+    outcomes: dict[str, int] = {}
+    while (report := sync.run_once()).changes:
+        for outcome, count in report.outcomes.items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + count
+    return outcomes
+
+
+def _search(services: Services, res_type: str, token: str) -> list[dict[str, Any]]:
+    with services.db.read() as conn:
+        rows = services.fhir.search.match(conn, res_type, [("identifier", token)], limit=100)
+    return [orjson.loads(r.body) for r in rows if r.body]
+
+
+def _imaging_study(services: Services, study: str) -> dict[str, Any]:
+    found = _search(services, "ImagingStudy", f"urn:dicom:uid|urn:oid:{study}")
+    assert len(found) == 1
+    return found[0]
+
+
+def test_patient_ids_and_accession_numbers_of_any_characters(
+    settings: Settings, services: Services
+) -> None:
+    ctx = RequestContext()
+    order = services.fhir.service.create(
+        ctx,
+        {
+            "resourceType": "ServiceRequest",
+            "status": "active",
+            "intent": "order",
+            "subject": {"display": "someone"},
+            "identifier": [{"value": "ACC,1&2|3"}],
+        },
+    )
+    studies: dict[str, list[str]] = {}
+    for pid in AWKWARD_IDS:
+        # two studies per patient, with other demographics in the second: its Patient is
+        # found by a search (the reconciler's cache holds other demographics)
+        studies[pid] = [
+            _store(services, PatientID=pid, PatientName="One^Name", AccessionNumber="ACC,1&2|3"),
+            _store(services, PatientID=pid, PatientName="Other^Name"),
+        ]
+    sync = build_sync_worker(settings, services)
+    assert _drain(sync) == {"created": 2 * len(AWKWARD_IDS)}
+    assert sync.status()["deadLetters"] == []
+
+    for pid, (first, second) in studies.items():
+        patients = _search(services, "Patient", f"{PATIENT_SYSTEM}|{escape(pid)}")
+        assert len(patients) == 1, pid
+        assert patients[0]["identifier"] == [{"system": PATIENT_SYSTEM, "value": pid}]
+        assert patients[0]["name"][0]["family"] == "Other"  # the later study's demographics
+        for study in (first, second):
+            assert _imaging_study(services, study)["subject"] == {
+                "reference": f"Patient/{patients[0]['id']}"
+            }
+        based_on = _imaging_study(services, first).get("basedOn")
+        assert based_on == [{"reference": f"ServiceRequest/{order.res_id}"}]
+        assert "basedOn" not in _imaging_study(services, second)
