@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -127,9 +128,9 @@ def build_sync_worker(settings: Settings, services: Services) -> SyncWorker:
     else:
         target = EmbeddedTarget(services.fhir.service, services.fhir.search)
 
-    def load(partition_key: int, study_uid: str) -> list[tuple[int, bytes]]:
+    def load(studies: Sequence[tuple[int, str]]) -> dict[tuple[int, str], list[tuple[int, bytes]]]:
         with services.db.read() as conn:
-            return sync_store.study_metadata(conn, partition_key, study_uid)
+            return {key: sync_store.study_metadata(conn, *key) for key in studies}
 
     return SyncWorker(services.db, StudyReconciler(target, options, load))
 

@@ -4,10 +4,14 @@ chunks of studies written in one batch, and chunks that fail part-way."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
+import pytest
 from pydicom.uid import generate_uid
+from sqlalchemy import event
 
 from dicomhub.bootstrap import Services, build_sync_worker
 from dicomhub.config import Settings
@@ -20,6 +24,20 @@ PATIENT_SYSTEM = "urn:dicomhub:patient-id"
 # Characters that mean something in a search value (`,` `|` `$`) or in a query string
 # (`&` `+` `#` `%` `=` space): a DICOM LO value may hold any of them (not a backslash: it separates values).
 AWKWARD_IDS = ["A&B", "C+D", "E,F", "G|H", "I$J", "M#N", "O%20P", "Q R", "S=T"]
+
+
+@contextmanager
+def _statements(services: Services) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(services.db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", record)
 
 
 def _store(services: Services, **attributes: Any) -> str:
@@ -87,3 +105,78 @@ def test_patient_ids_and_accession_numbers_of_any_characters(
         based_on = _imaging_study(services, first).get("basedOn")
         assert based_on == [{"reference": f"ServiceRequest/{order.res_id}"}]
         assert "basedOn" not in _imaging_study(services, second)
+
+
+def test_a_chunk_is_written_in_one_statement_per_table(
+    settings: Settings, services: Services
+) -> None:
+    sync = build_sync_worker(settings, services)
+    _store(services, PatientID="FIRST")
+    assert _drain(sync) == {"created": 1}  # also creates the Endpoint
+
+    studies = [_store(services, PatientID=f"BATCH-{i}") for i in range(20)]  # one chunk
+    with _statements(services) as seen:
+        assert _drain(sync) == {"created": 20}
+    inserts = [s for s in seen if s.lstrip().upper().startswith("INSERT INTO FHIR_RESOURCE ")]
+    assert len(inserts) == 1, inserts
+    versions = [s for s in seen if s.lstrip().upper().startswith("INSERT INTO FHIR_VERSION ")]
+    assert len(versions) == 1
+    for i, study in enumerate(studies):
+        found = _imaging_study(services, study)
+        patients = _search(services, "Patient", f"{PATIENT_SYSTEM}|BATCH-{i}")
+        assert found["subject"]["reference"] == f"Patient/{patients[0]['id']}"
+        assert found["meta"]["versionId"] == "1"
+
+
+def test_a_chunk_that_fails_leaves_nothing_behind(settings: Settings, services: Services) -> None:
+    ctx = RequestContext()
+    good = [_store(services, PatientID=f"GOOD-{i}") for i in range(3)]
+    bad = _store(services, PatientID="GOOD-1")
+    # Two ImagingStudy resources claim the bad study: the reconciler refuses to choose, so
+    # the chunk fails after it queued the writes of the studies before it.
+    for _ in range(2):
+        services.fhir.service.create(
+            ctx,
+            {
+                "resourceType": "ImagingStudy",
+                "status": "available",
+                "subject": {"display": "someone"},
+                "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{bad}"}],
+            },
+        )
+    sync = build_sync_worker(settings, services)
+    assert _drain(sync) == {"created": 3, "dead-lettered": 1}
+    assert [d["studyInstanceUid"] for d in sync.status()["deadLetters"]] == [bad]
+
+    # Another chunk after it: nothing queued by the failed attempt is written twice.
+    later = _store(services, PatientID="GOOD-2", PatientName="Later^Name")
+    assert _drain(sync) == {"created": 1}
+    for i, study in enumerate(good):
+        patients = _search(services, "Patient", f"{PATIENT_SYSTEM}|GOOD-{i}")
+        assert len(patients) == 1
+        assert _imaging_study(services, study)["subject"]["reference"] == (
+            f"Patient/{patients[0]['id']}"
+        )
+    assert _imaging_study(services, later)["meta"]["versionId"] == "1"
+    with services.db.read() as conn:
+        total = conn.exec_driver_sql(
+            "SELECT count(*) FROM fhir_resource WHERE res_type = 'ImagingStudy'"
+        ).scalar_one()
+    assert total == 3 + 2 + 1
+
+
+@pytest.mark.parametrize("pid", ["A,B", "C&D"])
+def test_the_same_patient_twice_in_one_chunk_is_created_once(
+    settings: Settings, services: Services, pid: str
+) -> None:
+    first = _store(services, PatientID=pid, PatientName="First^Name")
+    second = _store(services, PatientID=pid, PatientName="Second^Name")
+    sync = build_sync_worker(settings, services)
+    assert _drain(sync) == {"created": 2}
+    patients = _search(services, "Patient", f"{PATIENT_SYSTEM}|{escape(pid)}")
+    assert len(patients) == 1
+    assert patients[0]["meta"]["versionId"] == "2"  # created, then the demographics updated
+    for study in (first, second):
+        assert _imaging_study(services, study)["subject"]["reference"] == (
+            f"Patient/{patients[0]['id']}"
+        )

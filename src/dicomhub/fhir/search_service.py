@@ -30,7 +30,7 @@ from dicomhub.storage.fhir import resources as store
 from dicomhub.storage.fhir import search_sql
 from dicomhub.storage.fhir.resources import ResourceRow
 
-__all__ = ["FhirSearch"]
+__all__ = ["FhirSearch", "plain_identifier"]
 
 
 def _parse(
@@ -50,7 +50,7 @@ def _parse(
     return q
 
 
-def _plain_identifier(
+def plain_identifier(
     res_type: str, query: Sequence[tuple[str, str]]
 ) -> tuple[str | None, str] | None:
     """(system or None for any, value) of a query that is only `identifier=[system|]value`
@@ -79,7 +79,7 @@ class FhirSearch:
         Strict: a parameter the server does not know is refused (InvalidInput) rather than
         ignored, because ignoring it would widen what a conditional write touches.
         """
-        ident = _plain_identifier(res_type, query)
+        ident = plain_identifier(res_type, query)
         if ident is not None:  # the commonest condition, by a statement built once
             return store.find_by_identifier(conn, res_type, *ident, limit)
         q = _parse(res_type, query, None, strict=True)

@@ -26,6 +26,7 @@ __all__ = [
     "Matcher",
     "ResourceRow",
     "VersionRow",
+    "VersionSink",
     "Written",
     "format_instant",
     "parse_etag",
@@ -34,6 +35,12 @@ __all__ = [
 
 
 _MAX_VERSION = 2**31 - 1
+
+
+class VersionSink(Protocol):
+    """Takes versions to write later, in a batch (see fhir/pending.py)."""
+
+    def append(self, version: NewVersion, /) -> None: ...
 
 
 class Matcher(Protocol):
@@ -166,8 +173,10 @@ class FhirService:
         resource: dict[str, Any],
         if_none_exist: str | None = None,
         res_id: str | None = None,
+        into: VersionSink | None = None,
     ) -> Written:
-        """Create inside `conn`'s transaction (also used by transaction Bundles)."""
+        """Create inside `conn`'s transaction (also used by transaction Bundles); with `into`,
+        the new version is appended there for the caller to write, instead of written now."""
         res_type = str(resource["resourceType"])
         if if_none_exist:
             found = self.matcher.match(conn, res_type, query_pairs(if_none_exist), limit=2)
@@ -181,7 +190,9 @@ class FhirService:
                     res_type, row.res_id, row.version, row.last_updated, row.body, existing=True
                 )
         # The server chooses the id of a create (R4 3.1.0.7); a client-chosen id needs PUT.
-        return self._write(conn, ctx, resource, res_type, res_id or str(uuid.uuid4()), None, "POST")
+        return self._write(
+            conn, ctx, resource, res_type, res_id or str(uuid.uuid4()), None, "POST", into
+        )
 
     def update(
         self,
@@ -214,7 +225,9 @@ class FhirService:
         res_type: str,
         res_id: str,
         expected_version: int | None = None,
+        into: VersionSink | None = None,
     ) -> Written:
+        """Update inside `conn`'s transaction; `into` as for `create_in`."""
         current = store.find(conn, res_type, res_id)
         if expected_version is not None:
             if current is None or current.deleted:
@@ -227,7 +240,7 @@ class FhirService:
                     f"{res_type}/{res_id} is at version {current.version}, "
                     f"not {expected_version} (If-Match)"
                 )
-        return self._write(conn, ctx, resource, res_type, res_id, current, "PUT")
+        return self._write(conn, ctx, resource, res_type, res_id, current, "PUT", into)
 
     def conditional_update(
         self, ctx: RequestContext, res_type: str, query: str, resource: Any
@@ -335,6 +348,7 @@ class FhirService:
         res_id: str,
         current: ResourceRow | None,
         method: str,
+        into: VersionSink | None = None,
     ) -> Written:
         self.resolve_conditional_references(conn, resource)
         now = ctx.now()
@@ -351,7 +365,9 @@ class FhirService:
         except ValueError as exc:
             raise InvalidInput(f"{res_type}/{res_id} cannot be indexed: {exc}") from exc
         pk = current.pk if current is not None else None
-        store.write_versions(
-            conn, [NewVersion(res_type, res_id, version, now, method, body, rows, pk=pk)]
-        )
+        new = NewVersion(res_type, res_id, version, now, method, body, rows, pk=pk)
+        if into is not None:
+            into.append(new)
+        else:
+            store.write_versions(conn, [new])
         return Written(res_type, res_id, version, now, body, created=current is None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -32,6 +32,8 @@ from dicomhub.sync.targets import FhirTarget, TargetError
 __all__ = ["NO_PATIENT_ID_SYSTEM", "StudyReconciler"]
 
 log = logging.getLogger(__name__)
+
+StudyKey = tuple[int, str]  # (partition key, study UID)
 
 # A study without PatientID still needs a subject (ImagingStudy.subject is 1..1): one Patient
 # per such study, identified by the study.
@@ -70,18 +72,27 @@ def _version(resource: dict[str, Any]) -> str | None:
 class StudyReconciler:
     target: FhirTarget
     options: MappingOptions
-    # (partition key, study UID) -> (instance key, DICOM JSON) of the study's instances
-    load: Callable[[int, str], list[tuple[int, bytes]]]
+    # studies (partition key, study UID) -> (instance key, DICOM JSON) of each one's instances
+    load: Callable[[Sequence[StudyKey]], dict[StudyKey, list[tuple[int, bytes]]]]
     _endpoint: str | None = None
     # identifier -> (Patient reference, the demographics last written or seen)
     _patients: OrderedDict[tuple[str, str], tuple[str, bytes]] = field(default_factory=OrderedDict)
     # instance key -> (size of its stored JSON, the JSON parsed); stored JSON never changes
     _parsed: OrderedDict[int, tuple[int, dict[str, Any]]] = field(default_factory=OrderedDict)
     _parsed_bytes: int = 0
+    _loaded: dict[StudyKey, list[tuple[int, bytes]]] = field(default_factory=dict)
+
+    def prefetch(self, studies: Sequence[StudyKey]) -> None:
+        """Read the instances of the studies about to be reconciled, in one transaction."""
+        self._loaded = self.load(studies)
 
     def sync_study(self, partition_key: int, study_uid: str) -> str:
         """Reconcile one study; returns what was done (created, updated, unchanged, deleted…)."""
-        instances = [self._instance(key, raw) for key, raw in self.load(partition_key, study_uid)]
+        key = (partition_key, study_uid)
+        rows = self._loaded.pop(key, None)
+        if rows is None:
+            rows = self.load([key])[key]
+        instances = [self._instance(k, raw) for k, raw in rows]
         ident = study_identifier(study_uid)
         token = _token(ident["system"], ident["value"])
         found = self.target.search("ImagingStudy", [("identifier", token)])

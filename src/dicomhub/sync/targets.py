@@ -20,8 +20,10 @@ from sqlalchemy import Connection
 
 from dicomhub.context import Origin, RequestContext
 from dicomhub.errors import DicomhubError, PreconditionFailed, Unavailable
+from dicomhub.fhir.pending import PendingVersions
+from dicomhub.fhir.references import iter_references
 from dicomhub.fhir.search_service import FhirSearch
-from dicomhub.fhir.service import FhirService
+from dicomhub.fhir.service import FhirService, query_pairs
 from dicomhub.fhir.validation import validate_resource
 
 __all__ = [
@@ -68,6 +70,11 @@ class FhirTarget(Protocol):
         ...
 
 
+def _has_conditional_reference(resource: dict[str, Any]) -> bool:
+    """Whether the resource holds a `Type?query` reference (the store resolves it by a search)."""
+    return any("?" in ref for ref in iter_references(resource))
+
+
 def _etag(version: str | None) -> str | None:
     return f'W/"{version}"' if version else None
 
@@ -77,7 +84,8 @@ class EmbeddedTarget:
     """The FHIR store of this dicomhub, called in-process (no HTTP).
 
     Inside `together(work)` every operation shares one write transaction: the sync reconciles
-    a chunk of studies per commit, and a failure rolls the whole chunk back.
+    a chunk of studies per commit, and a failure rolls the whole chunk back. Its creates and
+    updates are written in one batch at the end (or before a search that could see them).
     """
 
     service: FhirService
@@ -87,26 +95,57 @@ class EmbeddedTarget:
         default_factory=lambda: RequestContext(origin=Origin.INTERNAL, principal="dicomhub-sync")
     )
     _conn: Connection | None = None
+    _pending: PendingVersions = field(default_factory=PendingVersions)
+    # (type, query) of searches that found nothing in the current transaction, since when
+    # nothing of that type was written; see `create`.
+    _absent: set[tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=set)
 
     def together(self, work: Callable[[], T]) -> T:
         def run(conn: Connection) -> T:
             self._conn = conn
             try:
-                return work()
+                done = work()
+                self._pending.flush(conn)
+                return done
             finally:
                 self._conn = None
+                self._pending.clear()
+                self._absent.clear()
 
         return self._call(lambda: self.service.db.write(run))
 
     def search(self, res_type: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        rows = self._in(lambda c: self.search_service.match(c, res_type, params, limit=100))
-        return [orjson.loads(r.body) for r in rows if r.body]
+        def match(conn: Connection) -> list[Any]:
+            self._pending.before_search(conn, res_type, params)
+            found = self.search_service.match(conn, res_type, params, limit=100)
+            if not found and self._conn is not None:
+                self._absent.add((res_type, tuple(params)))
+            return found
+
+        return [orjson.loads(r.body) for r in self._in(match) if r.body]
 
     def create(self, resource: dict[str, Any], if_none_exist: str) -> dict[str, Any]:
         validate_resource(resource)
-        written = self._call(
-            lambda: self._in(lambda c: self.service.create_in(c, self.ctx, resource, if_none_exist))
-        )
+        res_type = str(resource["resourceType"])
+
+        def create(conn: Connection) -> Any:
+            condition = query_pairs(if_none_exist)
+            # On SQLite this transaction is the only writer (BEGIN IMMEDIATE): a search that
+            # found nothing in it still finds nothing, unless this transaction wrote that type.
+            searched = (res_type, tuple(condition)) in self._absent and self.service.db.is_sqlite
+            self._pending.before_search(conn, res_type, condition)
+            if _has_conditional_reference(resource):  # resolved by a search of its own
+                self._pending.flush(conn)
+            self._wrote(res_type)
+            return self.service.create_in(
+                conn,
+                self.ctx,
+                resource,
+                None if searched else if_none_exist,
+                into=self._batch(),
+            )
+
+        written = self._call(lambda: self._in(create))
         assert written.body is not None
         return dict(orjson.loads(written.body))
 
@@ -114,21 +153,36 @@ class EmbeddedTarget:
         res_type, res_id = resource["resourceType"], resource["id"]
         validate_resource(resource, res_type)
         expected = int(version) if version else None
-        written = self._call(
-            lambda: self._in(
-                lambda c: self.service.update_in(c, self.ctx, resource, res_type, res_id, expected)
+
+        def update(conn: Connection) -> Any:
+            self._pending.before_read(conn, res_type, res_id)
+            if _has_conditional_reference(resource):
+                self._pending.flush(conn)
+            self._wrote(res_type)
+            return self.service.update_in(
+                conn, self.ctx, resource, res_type, res_id, expected, into=self._batch()
             )
-        )
+
+        written = self._call(lambda: self._in(update))
         assert written.body is not None
         return dict(orjson.loads(written.body))
 
     def delete(self, res_type: str, res_id: str, version: str | None) -> None:
         expected = int(version) if version else None
-        self._call(
-            lambda: self._in(
-                lambda c: self.service.delete_in(c, self.ctx, res_type, res_id, expected)
-            )
-        )
+
+        def delete(conn: Connection) -> None:
+            self._pending.flush(conn)
+            self._wrote(res_type)
+            self.service.delete_in(conn, self.ctx, res_type, res_id, expected)
+
+        self._call(lambda: self._in(delete))
+
+    def _wrote(self, res_type: str) -> None:
+        self._absent = {key for key in self._absent if key[0] != res_type}
+
+    def _batch(self) -> PendingVersions | None:
+        """Where writes go: the pending batch inside `together`, else straight to the store."""
+        return self._pending if self._conn is not None else None
 
     def _in(self, work: Callable[[Connection], T]) -> T:
         """`work` in the chunk's transaction, or in one of its own."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, select
+from sqlalchemy import Connection, Table, bindparam, func, select
 
 from dicomhub.fhir.search.rows import IndexRows, RowTuples
 from dicomhub.storage.dialect import placeholder, timestamp_param
@@ -177,8 +177,8 @@ def write_versions(conn: Connection, versions: Sequence[NewVersion]) -> list[int
 
     Index rows of the resources are replaced by those of the new versions (deletes drop them).
     Batched: one statement per table for the whole sequence, which is what makes bulk loads
-    fast. Plain DB-API statements, as SQLAlchemy's per-statement and per-row processing cost
-    more than the statements themselves; the sync and the REST API write one version at a time.
+    and the sync's chunks fast. Plain DB-API statements, as SQLAlchemy's per-statement and
+    per-row processing cost more than the statements themselves.
     """
     mark = placeholder(conn.dialect)
 
@@ -186,38 +186,25 @@ def write_versions(conn: Connection, versions: Sequence[NewVersion]) -> list[int
         return timestamp_param(conn.dialect, v.last_updated)
 
     created = [v for v in versions if v.pk is None]
-    pks_created: list[int] = []
-    if len(created) == 1:
-        v = created[0]
-        pks_created = [
-            conn.exec_driver_sql(
-                "INSERT INTO fhir_resource (res_type, res_id, version, last_updated, deleted, "
-                f"body, index_version) VALUES ({mark}, {mark}, {mark}, {mark}, {mark}, {mark}, 1) "
-                "RETURNING resource_pk",
-                (v.res_type, v.res_id, v.version, when(v), v.body is None, v.body),
-            ).scalar_one()
-        ]
-    elif created:  # several rows with RETURNING: SQLAlchemy's insertmanyvalues batches them
-        result = conn.execute(
-            insert(fhir_resource).returning(
-                fhir_resource.c.resource_pk, sort_by_parameter_order=True
+    # Multi-row VALUES with RETURNING: the rows come back in no promised order, so each
+    # carries its type and id. (SQLAlchemy's insertmanyvalues goes row by row on SQLite when
+    # asked to keep the order.)
+    new: dict[tuple[str, str], int] = {}
+    row = f"({mark}, {mark}, {mark}, {mark}, {mark}, {mark}, 1)"
+    for start in range(0, len(created), 500):
+        batch = created[start : start + 500]
+        result = conn.exec_driver_sql(
+            "INSERT INTO fhir_resource (res_type, res_id, version, last_updated, deleted, "
+            f"body, index_version) VALUES {', '.join(row for _ in batch)} "
+            "RETURNING resource_pk, res_type, res_id",
+            tuple(
+                p
+                for v in batch
+                for p in (v.res_type, v.res_id, v.version, when(v), v.body is None, v.body)
             ),
-            [
-                {
-                    "res_type": v.res_type,
-                    "res_id": v.res_id,
-                    "version": v.version,
-                    "last_updated": v.last_updated,
-                    "deleted": v.body is None,
-                    "body": v.body,
-                    "index_version": 1,
-                }
-                for v in created
-            ],
         )
-        pks_created = [r[0] for r in result]
-    new_pks = iter(pks_created)
-    pks = [v.pk if v.pk is not None else next(new_pks) for v in versions]
+        new.update({(r[1], r[2]): r[0] for r in result})
+    pks = [v.pk if v.pk is not None else new[(v.res_type, v.res_id)] for v in versions]
     replaced = [(pk, v) for pk, v in zip(pks, versions, strict=True) if v.pk is not None]
     if replaced:
         conn.exec_driver_sql(
@@ -226,11 +213,11 @@ def write_versions(conn: Connection, versions: Sequence[NewVersion]) -> list[int
             [(v.version, when(v), v.body is None, v.body, pk) for pk, v in replaced],
         )
         for start in range(0, len(replaced), 500):
-            chunk = [pk for pk, _ in replaced[start : start + 500]]
-            marks = ", ".join(mark for _ in chunk)
+            gone = [pk for pk, _ in replaced[start : start + 500]]
+            marks = ", ".join(mark for _ in gone)
             for table in INDEX_TABLES.values():
                 conn.exec_driver_sql(
-                    f"DELETE FROM {table.name} WHERE resource_pk IN ({marks})", tuple(chunk)
+                    f"DELETE FROM {table.name} WHERE resource_pk IN ({marks})", tuple(gone)
                 )
     conn.exec_driver_sql(
         "INSERT INTO fhir_version (resource_pk, version, res_type, last_updated, method, body) "
