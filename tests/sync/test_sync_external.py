@@ -570,6 +570,45 @@ def test_oauth2_client_credentials(external: Server, tmp_path: Path) -> None:
             assert len(patients) == 1
 
 
+def test_identifiers_with_search_and_query_characters(
+    external: Server, proxy: FhirProxy, tmp_path: Path
+) -> None:
+    """PatientIDs holding `,` `|` `$` (search syntax) or `&` `+` `#` `%` (query syntax) are
+    searched escaped and sent URL-encoded in If-None-Exist: one Patient each, none refused."""
+    tag = uuid.uuid4().hex[:6]
+    pids = [f"X&{tag}+1", f"X,{tag}|2$", f"X#{tag}%203 4"]
+    studies = [_study(pid, [("CT", 1)]) for pid in pids for _ in range(2)]
+    baseline = len(proxy.requests())
+    with _serve(tmp_path / "a", _env(fhir_url=f"{proxy.url}/fhir", fhir_token=TOKEN)) as a:
+        for study in studies:
+            _stow(a, study.parts)
+        for study in studies:
+            _synced(external.url, study, logs=[a.log])
+        assert _caught_up(a)["deadLetters"] == []
+
+    def escaped(pid: str) -> str:  # FHIR search escaping (R4 3.1.1.6), written out here
+        return pid.replace(",", "\\,").replace("|", "\\|").replace("$", "\\$")
+
+    for pid in pids:
+        patients = _search(external.url, "Patient", [("identifier", escaped(pid))])
+        assert len(patients) == 1, pid
+        assert [i["value"] for i in patients[0]["identifier"]] == [pid]
+        for study in (s for s in studies if s.patient_id == pid):
+            assert _imaging_studies(external.url, study.uid)[0]["subject"] == {
+                "reference": f"Patient/{patients[0]['id']}"
+            }
+    sent = proxy.requests()[baseline:]
+    assert all(s.status < 400 for s in sent), [(s.method, s.path, s.status) for s in sent]
+    conditions = [
+        parse_qsl(s.headers["if-none-exist"])
+        for s in sent
+        if s.method == "POST" and s.path.split("?")[0] == "/fhir/Patient"
+    ]
+    assert sorted(conditions) == sorted(
+        [("identifier", f"urn:dicomhub:patient-id|{escaped(pid)}")] for pid in pids
+    )
+
+
 # --- 2. kill and restart the sync mid-stream ------------------------------------------------
 
 

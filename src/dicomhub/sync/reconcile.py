@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -82,9 +83,16 @@ class StudyReconciler:
     _parsed_bytes: int = 0
     _loaded: dict[StudyKey, list[tuple[int, bytes]]] = field(default_factory=dict)
 
-    def prefetch(self, studies: Sequence[StudyKey]) -> None:
-        """Read the instances of the studies about to be reconciled, in one transaction."""
+    @contextmanager
+    def prefetched(self, studies: Sequence[StudyKey]) -> Iterator[None]:
+        """Read the instances of the studies about to be reconciled in one transaction, for
+        `sync_study` calls inside this block only: what is read stays fresh, as a study
+        reconciled later (after a failure and a pause, say) must be read again."""
         self._loaded = self.load(studies)
+        try:
+            yield
+        finally:
+            self._loaded = {}
 
     def sync_study(self, partition_key: int, study_uid: str) -> str:
         """Reconcile one study; returns what was done (created, updated, unchanged, deleted…)."""

@@ -213,8 +213,8 @@ class SyncWorker:
 
         def work() -> list[str]:
             self.reconciler.forget()  # what a rolled-back attempt cached is not there
-            self.reconciler.prefetch([key for key, _ in chunk])
-            return [self.reconciler.sync_study(pk, uid) for (pk, uid), _ in chunk]
+            with self.reconciler.prefetched([key for key, _ in chunk]):
+                return [self.reconciler.sync_study(pk, uid) for (pk, uid), _ in chunk]
 
         try:
             outcomes = self.reconciler.target.together(work)
