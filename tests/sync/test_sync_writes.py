@@ -4,14 +4,11 @@ chunks of studies written in one batch, and chunks that fail part-way."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import orjson
 import pytest
 from pydicom.uid import generate_uid
-from sqlalchemy import event
 
 from dicomhub.bootstrap import Services, build_sync_worker
 from dicomhub.config import Settings
@@ -19,25 +16,13 @@ from dicomhub.context import RequestContext
 from dicomhub.fhir.search.values import escape
 from dicomhub.sync.worker import SyncWorker
 from tests.dicomfiles import make_instance
+from tests.sync.support import statements
 
 PATIENT_SYSTEM = "urn:dicomhub:patient-id"
 # Characters that mean something in a search value (`,` `|` `$`) or in a query string
-# (`&` `+` `#` `%` `=` space): a DICOM LO value may hold any of them (not a backslash: it separates values).
+# (`&` `+` `#` `%` `=` space): a DICOM LO value may hold any of them (not a backslash, which
+# separates values).
 AWKWARD_IDS = ["A&B", "C+D", "E,F", "G|H", "I$J", "M#N", "O%20P", "Q R", "S=T"]
-
-
-@contextmanager
-def _statements(services: Services) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(services.db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(services.db.engine, "before_cursor_execute", record)
 
 
 def _store(services: Services, **attributes: Any) -> str:
@@ -115,7 +100,7 @@ def test_a_chunk_is_written_in_one_statement_per_table(
     assert _drain(sync) == {"created": 1}  # also creates the Endpoint
 
     studies = [_store(services, PatientID=f"BATCH-{i}") for i in range(20)]  # one chunk
-    with _statements(services) as seen:
+    with statements(services) as seen:
         assert _drain(sync) == {"created": 20}
     inserts = [s for s in seen if s.lstrip().upper().startswith("INSERT INTO FHIR_RESOURCE ")]
     assert len(inserts) == 1, inserts

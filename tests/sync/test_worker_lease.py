@@ -7,14 +7,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from pydicom.uid import generate_uid
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from dicomhub.bootstrap import Services, build_sync_worker
 from dicomhub.config import Settings
@@ -22,21 +19,7 @@ from dicomhub.context import RequestContext
 from dicomhub.storage.schema import sync_state
 from dicomhub.sync import worker
 from tests.dicomfiles import make_instance
-
-
-@contextmanager
-def _statements(services: Services) -> Iterator[list[str]]:
-    """The SQL statements the index runs meanwhile, from every connection."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(services.db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(services.db.engine, "before_cursor_execute", record)
+from tests.sync.support import statements
 
 
 def _store(services: Services) -> None:
@@ -66,7 +49,7 @@ def test_a_worker_without_the_lease_does_not_write_and_takes_over_when_it_is_fre
     # Each store of second's process wakes it; while first holds the lease it looks at the
     # index once per poll interval, and never writes.
     _store(services)
-    with _statements(services) as seen:
+    with statements(services) as seen:
         for _ in range(20):
             assert second.run_once().changes == 0
     assert seen, "second never looked at the feed"
