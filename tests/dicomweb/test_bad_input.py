@@ -208,7 +208,7 @@ def test_missing_and_malformed_uids(http: httpx.Client, unchanged: Check) -> Non
                 raise AssertionError(f"{what}: {exc}") from exc
             unchanged()
     # In the URL, a malformed UID is a malformed request.
-    for bad in ("1.2.3.4a", "1..2", "abc"):
+    for bad in ("1.2.3.4a", "1..2", "abc", "1.2.3%0A"):  # %0A: a newline
         r = http.post(f"/studies/{bad}", content=make_instance(), headers=DICOM)
         body = assert_error(r, 400, "invalid-input")
         assert "StudyInstanceUID" in body["message"]
