@@ -173,6 +173,11 @@ def _first_number(ds: Mapping[str, Any], keyword: str) -> int | None:
     return _number(values[0]) if values else None
 
 
+def _last_with(instances: Sequence[Mapping[str, Any]], keyword: str) -> Mapping[str, Any] | None:
+    """The last instance with a value for `keyword`."""
+    return next((ds for ds in reversed(instances) if _text(ds, keyword)), None)
+
+
 def _last_number(instances: Sequence[Mapping[str, Any]], keyword: str) -> int | None:
     for ds in reversed(instances):
         value = _first_number(ds, keyword)
@@ -520,10 +525,8 @@ def _series(uid: str, members: list[Mapping[str, Any]], zone: str | None) -> dic
     series["numberOfInstances"] = len(entries)
     _put(series, "bodySite", _body_site(members))
     _put(series, "laterality", _laterality(members))
-    dated = [ds for ds in members if _text(ds, "SeriesDate")]
-    _put(
-        series, "started", _started(dated[-1], "SeriesDate", "SeriesTime", zone) if dated else None
-    )
+    dated = _last_with(members, "SeriesDate")
+    _put(series, "started", _started(dated, "SeriesDate", "SeriesTime", zone) if dated else None)
     series["instance"] = entries
     return series
 
@@ -571,9 +574,9 @@ def map_imaging_study(
     modalities = sorted({s["modality"]["code"] for s in series})
     _put(study, "modality", [{"system": DCM, "code": m} for m in modalities])
     study["subject"] = {"reference": patient_ref}
-    dated = [ds for ds in ordered if _text(ds, "StudyDate")]
+    dated = _last_with(ordered, "StudyDate")
     zone = options.timezone
-    _put(study, "started", _started(dated[-1], "StudyDate", "StudyTime", zone) if dated else None)
+    _put(study, "started", _started(dated, "StudyDate", "StudyTime", zone) if dated else None)
     _put(study, "basedOn", [{"reference": ref} for ref in dict.fromkeys(based_on)])
     referrer = next(
         (
