@@ -4,13 +4,14 @@ chunks of studies written in one batch, and chunks that fail part-way."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from pydicom.uid import generate_uid
 
-from dicomhub.bootstrap import Services, build_sync_worker
+from dicomhub.bootstrap import Services, build_services, build_sync_worker, prepare_storage
 from dicomhub.config import Settings
 from dicomhub.context import RequestContext
 from dicomhub.fhir.search.values import escape
@@ -165,3 +166,27 @@ def test_the_same_patient_twice_in_one_chunk_is_created_once(
         assert _imaging_study(services, study)["subject"]["reference"] == (
             f"Patient/{patients[0]['id']}"
         )
+
+
+def test_a_database_error_in_a_search_is_retried_not_dead_lettered(tmp_path: Path) -> None:
+    """A failing index (here a table renamed away, which SQLite reports as an OperationalError,
+    as it does a lock held too long) postpones the study; it is synced once the index is back."""
+    settings = Settings(data_dir=tmp_path / "data", sqlite_synchronous="NORMAL")
+    prepare_storage(settings)
+    services = build_services(settings)
+    try:
+        study = _store(services, PatientID="BUSY-1")
+        sync = build_sync_worker(settings, services)
+        sync.sleep = lambda _seconds: None  # no backoff between the quick attempts
+
+        def rename(old: str, new: str) -> None:
+            services.db.write(lambda c: c.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}"))
+
+        rename("fhir_idx_token", "fhir_idx_token_away")
+        assert sync.run_once().outcomes == {"postponed": 1}
+        assert sync.status()["deadLetters"] == []
+        rename("fhir_idx_token_away", "fhir_idx_token")
+        assert _drain(sync) == {"created": 1}
+        assert _imaging_study(services, study)["meta"]["versionId"] == "1"
+    finally:
+        services.close()

@@ -122,7 +122,8 @@ class EmbeddedTarget:
                 self._absent.add((res_type, tuple(params)))
             return found
 
-        return [orjson.loads(r.body) for r in self._in(match) if r.body]
+        # through _call: a database error here is a TargetError to retry, like one in a write
+        return [orjson.loads(r.body) for r in self._call(lambda: self._in(match)) if r.body]
 
     def create(self, resource: dict[str, Any], if_none_exist: str) -> dict[str, Any]:
         validate_resource(resource)
