@@ -26,7 +26,7 @@ from dicomhub.storage import sync as sync_store
 from dicomhub.storage.blobs.filesystem import FilesystemBlobStore
 from dicomhub.storage.engine import Database
 from dicomhub.sync.mapping import MappingOptions
-from dicomhub.sync.reconcile import StudyReconciler
+from dicomhub.sync.reconcile import StudyKey, StudyReconciler
 from dicomhub.sync.targets import (
     BearerAuth,
     ClientCredentials,
@@ -128,7 +128,7 @@ def build_sync_worker(settings: Settings, services: Services) -> SyncWorker:
     else:
         target = EmbeddedTarget(services.fhir.service, services.fhir.search)
 
-    def load(studies: Sequence[tuple[int, str]]) -> dict[tuple[int, str], list[tuple[int, bytes]]]:
+    def load(studies: Sequence[StudyKey]) -> dict[StudyKey, list[tuple[int, bytes]]]:
         with services.db.read() as conn:
             return {key: sync_store.study_metadata(conn, *key) for key in studies}
 

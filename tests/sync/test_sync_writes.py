@@ -190,3 +190,33 @@ def test_a_database_error_in_a_search_is_retried_not_dead_lettered(tmp_path: Pat
         assert _imaging_study(services, study)["meta"]["versionId"] == "1"
     finally:
         services.close()
+
+
+def test_a_conditional_reference_sees_what_the_chunk_has_not_written_yet(
+    settings: Settings, services: Services
+) -> None:
+    target = build_sync_worker(settings, services).reconciler.target
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:test", "value": "COND-1"}],
+    }
+
+    def work() -> dict[str, Any]:
+        created = target.create(patient, if_none_exist="identifier=urn:test|COND-1")
+        observation = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "test"},
+            "subject": {"reference": "Patient?identifier=urn:test|COND-1"},
+        }
+        target.create(observation, if_none_exist="identifier=urn:test|OBS-1")
+        return created
+
+    created = target.together(work)
+    with services.db.read() as conn:
+        rows = services.fhir.search.match(
+            conn, "Observation", [("subject", f"Patient/{created['id']}")], limit=10
+        )
+    assert [orjson.loads(r.body)["subject"] for r in rows if r.body] == [
+        {"reference": f"Patient/{created['id']}"}
+    ]

@@ -30,7 +30,7 @@ from dicomhub.sync.mapping import (
 )
 from dicomhub.sync.targets import FhirTarget, TargetError
 
-__all__ = ["NO_PATIENT_ID_SYSTEM", "StudyReconciler"]
+__all__ = ["NO_PATIENT_ID_SYSTEM", "StudyKey", "StudyReconciler"]
 
 log = logging.getLogger(__name__)
 

@@ -135,8 +135,7 @@ class EmbeddedTarget:
             # found nothing in it still finds nothing, unless this transaction wrote that type.
             searched = (res_type, tuple(condition)) in self._absent and self.service.db.is_sqlite
             self._pending.before_search(conn, res_type, condition)
-            if _has_conditional_reference(resource):  # resolved by a search of its own
-                self._pending.flush(conn)
+            self._before_references(conn, resource)
             self._wrote(res_type)
             return self.service.create_in(
                 conn,
@@ -157,8 +156,7 @@ class EmbeddedTarget:
 
         def update(conn: Connection) -> Any:
             self._pending.before_read(conn, res_type, res_id)
-            if _has_conditional_reference(resource):
-                self._pending.flush(conn)
+            self._before_references(conn, resource)
             self._wrote(res_type)
             return self.service.update_in(
                 conn, self.ctx, resource, res_type, res_id, expected, into=self._batch()
@@ -177,6 +175,13 @@ class EmbeddedTarget:
             self.service.delete_in(conn, self.ctx, res_type, res_id, expected)
 
         self._call(lambda: self._in(delete))
+
+    def _before_references(self, conn: Connection, resource: dict[str, Any]) -> None:
+        """A `Type?query` reference is resolved by a search, which must see what is pending.
+        Looked for only when something is pending: the walk costs 0.5 ms on an ImagingStudy
+        of 540 instances, at every pass over a growing study."""
+        if self._pending.versions and _has_conditional_reference(resource):
+            self._pending.flush(conn)
 
     def _wrote(self, res_type: str) -> None:
         self._absent = {key for key in self._absent if key[0] != res_type}
