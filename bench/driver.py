@@ -53,6 +53,7 @@ from checks import (
     study_uids,
 )
 from corpus import IngestCorpus, QueryCorpus, StudyRecord
+from dicomhub.config import default_workers
 from measure import Probe, Throughput, log
 from report import DICOMHUB, Figure, Target
 
@@ -628,8 +629,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
-        help="dicomhub serve --workers N (default: one per CPU, as the README advises; "
+        default=default_workers(),
+        help="dicomhub serve --workers N (default: serve's own default, one per CPU, at most 8; "
         "Orthanc uses every core by default)",
     )
     parser.add_argument(

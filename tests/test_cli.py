@@ -166,6 +166,34 @@ def test_import_then_serve(tmp_path: Path) -> None:
     with serving("--port", str(port), "--data-dir", str(data), cwd=tmp_path, port=port) as server:
         _check_server(server, _study_uids(GOOD), f"index sqlite:///{data.resolve()}/index.sqlite")
         assert f"blobs in {data.resolve() / 'blobs'}" in server.log_text()
+        # No --workers: one process per CPU (at most 8), each answering on the one port.
+        workers = min(len(os.sched_getaffinity(0)), 8)
+        assert f"; {workers} worker(s)" in server.log_text()
+        assert server.log_text().count("Started server process") == workers
+
+
+def _default_workers(cpus: set[int], env: dict[str, str] | None = None) -> int:
+    """Settings().workers in a fresh process limited to `cpus` (as taskset or a container would)."""
+    code = (
+        "import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[1:]}); "
+        "from dicomhub.config import Settings; print(Settings().workers)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *map(str, cpus)],
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return int(result.stdout)
+
+
+def test_default_workers_follow_the_cpus_the_process_may_use() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    assert _default_workers({allowed[0]}) == 1
+    assert _default_workers(set(allowed)) == min(len(allowed), 8)
+    assert _default_workers(set(allowed), _env(DICOMHUB_WORKERS="3")) == 3
 
 
 def test_import_of_good_files_only_succeeds(tmp_path: Path) -> None:

@@ -61,6 +61,22 @@ class _TomlFileSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
+_MOST_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    """One worker process per CPU this process may run on, at most 8.
+
+    Python runs one thread of work at a time per process, so a single process leaves every
+    core but one idle under concurrent load. Past eight, the single SQLite writer and memory
+    (each worker holds its own caches) gain little; set --workers to go further.
+    """
+    # Linux counts the CPUs a container's CPU set or taskset allows; elsewhere, all of them.
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity else os.cpu_count() or 1
+    return max(1, min(cpus, _MOST_DEFAULT_WORKERS))
+
+
 class Settings(BaseSettings):
     """Every knob of the server; each one is also DICOMHUB_<NAME> in the environment."""
 
@@ -70,7 +86,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Path("data")
     database_url: str | None = None
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int = Field(default_factory=default_workers, ge=1, le=64)
     insecure: bool = False
     public_url: str | None = None
     log_level: str = "info"
