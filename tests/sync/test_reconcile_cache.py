@@ -26,12 +26,11 @@ def _instance_uids(reconciler: reconcile.StudyReconciler, study: str) -> list[st
 def test_passes_over_a_growing_and_shrinking_study(
     settings: Settings,
     services: Services,
-    monkeypatch: pytest.MonkeyPatch,
     cache_bytes: int,
 ) -> None:
-    # With a 1-byte budget every parsed instance is dropped as soon as the next one is parsed.
-    monkeypatch.setattr(reconcile, "_PARSED_CACHE_BYTES", cache_bytes)
     reconciler = build_sync_worker(settings, services).reconciler
+    # With a 1-byte budget every parsed instance is dropped as soon as the next one is parsed.
+    reconciler.parsed.max_bytes = cache_bytes
     ctx = RequestContext()
     study, series = generate_uid(), generate_uid()
     pk = services.store.partition_key(ctx.partition)
@@ -45,6 +44,7 @@ def test_passes_over_a_growing_and_shrinking_study(
         store(sop)
     assert reconciler.sync_study(pk, study) == "created"
     assert _instance_uids(reconciler, study) == sorted(sops[:2])
+    assert len(reconciler.parsed) == 0  # read once so far: nothing kept
 
     for sop in sops[2:]:
         store(sop)
@@ -56,6 +56,6 @@ def test_passes_over_a_growing_and_shrinking_study(
     assert _instance_uids(reconciler, study) == sorted(sops[1:])
     assert reconciler.sync_study(pk, study) == "unchanged"
     if cache_bytes == 1:
-        assert len(reconciler._parsed) <= 1
-    else:
-        assert len(reconciler._parsed) == len(sops)
+        assert len(reconciler.parsed) <= 1
+    else:  # the deleted instance's entry stays until it has not been read for a while
+        assert len(reconciler.parsed) == len(sops)

@@ -28,6 +28,7 @@ from dicomhub.sync.mapping import (
     patient_identifier,
     study_identifier,
 )
+from dicomhub.sync.parsed import ParsedInstances
 from dicomhub.sync.targets import FhirTarget, TargetError
 
 __all__ = ["NO_PATIENT_ID_SYSTEM", "StudyKey", "StudyReconciler"]
@@ -42,9 +43,6 @@ NO_PATIENT_ID_SYSTEM = "urn:dicomhub:study-without-patient-id"
 # The elements of a Patient that DICOM data keeps current, on Patients this server created.
 _DEMOGRAPHICS = ("name", "gender", "birthDate")
 _PATIENT_CACHE = 10_000
-# Parsed instance JSON kept between passes, by stored size: a study being stored is read again
-# at every pass, and parsing its instances was a third of the sync's time during ingest.
-_PARSED_CACHE_BYTES = 64 * 1024 * 1024
 
 
 def _token(system: str, value: str) -> str:
@@ -78,9 +76,9 @@ class StudyReconciler:
     _endpoint: str | None = None
     # identifier -> (Patient reference, the demographics last written or seen)
     _patients: OrderedDict[tuple[str, str], tuple[str, bytes]] = field(default_factory=OrderedDict)
-    # instance key -> (size of its stored JSON, the JSON parsed); stored JSON never changes
-    _parsed: OrderedDict[int, tuple[int, dict[str, Any]]] = field(default_factory=OrderedDict)
-    _parsed_bytes: int = 0
+    # a study being stored is read again at every pass, and parsing its instances was a third
+    # of the sync's time during ingest
+    parsed: ParsedInstances = field(default_factory=ParsedInstances)
     _loaded: dict[StudyKey, list[tuple[int, bytes]]] = field(default_factory=dict)
 
     @contextmanager
@@ -100,7 +98,7 @@ class StudyReconciler:
         rows = self._loaded.pop(key, None)
         if rows is None:
             rows = self.load([key])[key]
-        instances = [self._instance(k, raw) for k, raw in rows]
+        instances = self.parsed.study(key, rows)
         ident = study_identifier(study_uid)
         token = _token(ident["system"], ident["value"])
         found = self.target.search("ImagingStudy", [("identifier", token)])
@@ -131,20 +129,6 @@ class StudyReconciler:
             return "unchanged"
         self.target.update(merged, _version(current))
         return "updated"
-
-    def _instance(self, key: int, raw: bytes) -> dict[str, Any]:
-        """The parsed JSON of one instance; the mapping only reads it."""
-        cached = self._parsed.get(key)
-        if cached is not None:
-            self._parsed.move_to_end(key)
-            return cached[1]
-        parsed: dict[str, Any] = orjson.loads(raw)
-        self._parsed[key] = (len(raw), parsed)
-        self._parsed_bytes += len(raw)
-        while self._parsed_bytes > _PARSED_CACHE_BYTES:
-            _key, (size, _value) = self._parsed.popitem(last=False)
-            self._parsed_bytes -= size
-        return parsed
 
     def _merge(self, current: dict[str, Any], mapped: dict[str, Any]) -> dict[str, Any]:
         """The mapped elements replace the current ones; elements others added are kept,
