@@ -93,7 +93,8 @@ def serve(
     data_dir: DataDirOpt = None,
     database_url: DatabaseOpt = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (DICOMHUB_WORKERS).")
+        int | None,
+        typer.Option(help="Worker processes (DICOMHUB_WORKERS; default: one per CPU, at most 8)."),
     ] = None,
     insecure: Annotated[
         bool,
