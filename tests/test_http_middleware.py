@@ -198,6 +198,23 @@ def test_head_of_what_does_not_exist_or_takes_no_get(http: httpx.Client) -> None
     assert http.head(root + "/admin/sync/retry").status_code == 405  # POST only
 
 
+def test_errors_of_a_head_are_logged_as_head(
+    http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The routes see a GET; the log names what the client sent."""
+    missing = generate_uid()
+    root = str(http.base_url).rsplit("/dicom-web", 1)[0]
+    with caplog.at_level("INFO"):
+        assert http.head(f"/studies/{missing}/metadata").status_code == 404
+        assert http.head("/studies?NotAnAttribute=1").status_code == 400
+        assert http.head(root + "/fhir/Patient/no-such-patient").status_code == 404
+    logged = [r.getMessage() for r in caplog.records if "->" in r.getMessage()]
+    assert f"HEAD /dicom-web/studies/{missing}/metadata -> 404" in " ".join(logged), logged
+    assert any(m.startswith("HEAD /dicom-web/studies -> 400") for m in logged), logged
+    assert any(m.startswith("HEAD /fhir/Patient/no-such-patient -> 404") for m in logged), logged
+    assert not any(m.startswith("GET ") for m in logged), logged
+
+
 def _head(app: ASGIApp) -> list[Message]:
     """What `HeadAsGet(app)` sends for a HEAD."""
     sent: list[Message] = []

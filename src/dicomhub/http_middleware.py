@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -257,6 +258,15 @@ class _HeadDone(Exception):
     """The headers of a HEAD answer are out: the body the GET route goes on making is not."""
 
 
+# Set by HeadAsGet on the GET scope it passes on, so that logs can name the method received.
+RECEIVED_METHOD = "dicomhub.received_method"
+
+
+def received_method(request: Request) -> str:
+    """The request's method as the client sent it (HEAD, where routes see a GET)."""
+    return str(request.scope.get(RECEIVED_METHOD) or request.method)
+
+
 class HeadAsGet:
     """HEAD on every GET route (RFC 9110 9.3.2: general-purpose servers must support it).
 
@@ -286,7 +296,9 @@ class HeadAsGet:
             raise _HeadDone
 
         try:
-            await self.app({**scope, "method": "GET"}, receive, headers_only)
+            await self.app(
+                {**scope, "method": "GET", RECEIVED_METHOD: "HEAD"}, receive, headers_only
+            )
         except _HeadDone:
             return  # the answer is complete
         except BaseExceptionGroup as group:  # a task group around the body wraps it

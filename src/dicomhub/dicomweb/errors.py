@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dicomhub import errors
 from dicomhub.dicomweb.responses import JSONResponse
+from dicomhub.http_middleware import received_method
 
 __all__ = ["HANDLERS", "STATUS", "Handler", "error_response"]
 
@@ -52,7 +53,9 @@ async def _dicomhub(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.DicomhubError)
     status = _status_of(exc)
     level = logging.WARNING if status >= 500 else logging.INFO
-    log.log(level, "%s %s -> %d %s", request.method, request.url.path, status, exc.message)
+    log.log(
+        level, "%s %s -> %d %s", received_method(request), request.url.path, status, exc.message
+    )
     return error_response(status, exc.code, exc.message)
 
 
@@ -63,7 +66,7 @@ async def _validation(request: Request, exc: Exception) -> Response:
         where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path"))
         parts.append(f"{where}: {err.get('msg')}")
     message = "; ".join(parts) or "invalid request"
-    log.info("%s %s -> 400 %s", request.method, request.url.path, message)
+    log.info("%s %s -> 400 %s", received_method(request), request.url.path, message)
     return error_response(400, errors.InvalidInput.code, message)
 
 
@@ -73,12 +76,12 @@ async def _http(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404 and message == "Not Found":
         message = f"no such resource: {request.url.path}"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
+        message = f"{received_method(request)} is not allowed on {request.url.path}"
     return error_response(exc.status_code, "http-error", message)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    log.exception("unexpected error on %s %s", received_method(request), request.url.path)
     return error_response(500, "internal-error", "internal server error; see the server log")
 
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from dicomhub import errors
 from dicomhub.fhir.api.responses import FhirResponse
+from dicomhub.http_middleware import received_method
 
 __all__ = ["HANDLERS", "STATUS", "describe", "operation_outcome"]
 
@@ -60,7 +61,9 @@ async def _known(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.DicomhubError)
     status, outcome = describe(exc)
     level = logging.WARNING if status >= 500 else logging.INFO
-    log.log(level, "%s %s -> %d %s", request.method, request.url.path, status, exc.message)
+    log.log(
+        level, "%s %s -> %d %s", received_method(request), request.url.path, status, exc.message
+    )
     return FhirResponse(outcome, status_code=status)
 
 
@@ -77,12 +80,12 @@ async def _http(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = f"no such FHIR endpoint: {request.url.path}"
     elif exc.status_code == 405:
-        message = f"{request.method} is not supported on {request.url.path}"
+        message = f"{received_method(request)} is not supported on {request.url.path}"
     return FhirResponse(operation_outcome(message, code), status_code=exc.status_code)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    log.exception("unexpected error on %s %s", received_method(request), request.url.path)
     outcome = operation_outcome("internal server error; see the server log", "exception")
     return FhirResponse(outcome, status_code=500)
 
