@@ -19,11 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "ALLOWED_HEADERS",
     "EXPOSED_HEADERS",
+    "RECEIVED_METHOD",
     "CrossOriginResourcePolicy",
     "HeadAsGet",
     "JSONGzip",
     "accepts_gzip",
     "install",
+    "received_method",
 ]
 
 # JSON is highly redundant (DICOM JSON metadata shrinks ~10x); DICOM files, frames and images
