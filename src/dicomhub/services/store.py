@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -21,6 +22,7 @@ from dicomhub.storage.index import instances as index
 __all__ = [
     "FailureCode",
     "InstanceOutcome",
+    "StagedPart",
     "StoreBatch",
     "StoreOutcome",
     "StoreService",
@@ -28,6 +30,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Parts up to this size are parsed from a copy kept in memory while they are written: pydicom
+# asks a file for its position before every element, and each such tell() on an open file is
+# a system call (dozens per header, most of the parse's system time for a one-instance STOW).
+KEEP_IN_MEMORY = 4 * 1024 * 1024
 
 
 class StoreStatus(StrEnum):
@@ -117,6 +124,44 @@ def _outcome(pending: _Pending, result: inserts.InsertResult) -> InstanceOutcome
     )
 
 
+class StagedPart:
+    """A part being written to its staged blob, and its bytes while there are few enough."""
+
+    __slots__ = ("_kept", "_room", "writer")
+
+    def __init__(self, writer: BlobWriter, keep: int = KEEP_IN_MEMORY) -> None:
+        self.writer = writer
+        self._kept: list[bytes | memoryview] | None = []
+        self._room = keep
+
+    @property
+    def size(self) -> int:
+        return self.writer.size
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.writer.write(data)
+        if self._kept is not None:
+            self._room -= len(data)
+            # Held by reference: request chunks are immutable bytes (or views of them).
+            if self._room >= 0:
+                self._kept.append(data)
+            else:
+                self._kept = None
+
+    def abort(self) -> None:
+        self._kept = None
+        self.writer.abort()
+
+    def take(self) -> bytes | None:
+        """The bytes written, if all were kept; forgotten here (the parse needs them once)."""
+        kept, self._kept = self._kept, None
+        return b"".join(kept) if kept is not None else None
+
+
+def _open(writer: BlobWriter, content: bytes | None) -> BinaryIO:
+    return io.BytesIO(content) if content is not None else writer.reader()
+
+
 class StoreBatch:
     """One request's worth of instances: parts are added as they arrive, committed together.
 
@@ -132,29 +177,35 @@ class StoreBatch:
         self._writers: list[BlobWriter] = []
         self._seen: set[str] = set()
 
-    def part(self) -> BlobWriter:
+    def part(self) -> StagedPart:
         """A staged blob for the next part's bytes; hand it to `add` once written."""
+        return StagedPart(self._stage(), self._service.keep_in_memory)
+
+    def _stage(self) -> BlobWriter:
         writer = self._service.blobs.stage()
         self._writers.append(writer)
         return writer
 
-    def add(self, writer: BlobWriter, problem: str | None = None) -> InstanceOutcome | None:
+    def add(self, part: StagedPart, problem: str | None = None) -> InstanceOutcome | None:
         """Make the part durable and check it. Returns its outcome now if it already failed."""
         if problem is not None:
-            writer.abort()
+            part.abort()
             return self._fail(None, FailureCode.PROCESSING_FAILURE, problem)
+        content = part.take()
+        writer = part.writer
         writer.close()
         coerced = False
         durable: tuple[Future[None], ...] = ()
         try:
-            with writer.reader() as fh:
+            with _open(writer, content) as fh:
                 header = missing_part10_header(fh)
             if header is not None:
                 writer = self._with_header(writer, header)
+                content = header + content if content is not None else None
                 coerced = True
             # The fsyncs (milliseconds, seconds on a slow disk) run while the part is parsed.
             durable = self._service.make_durable(writer)
-            with writer.reader() as fh:
+            with _open(writer, content) as fh:
                 parsed = parse_part10(fh, writer.size, _bulk_placeholder)
             refusal = self._refusal(parsed)
         except NotDicom as exc:
@@ -191,7 +242,7 @@ class StoreBatch:
 
     def _with_header(self, writer: BlobWriter, header: bytes) -> BlobWriter:
         """A new staged blob holding `header` followed by the received bytes, which stay unchanged."""
-        fixed = self.part()
+        fixed = self._stage()
         with writer.reader() as fh:
             fixed.write(header)
             while chunk := fh.read(1024 * 1024):
@@ -264,6 +315,7 @@ class StoreService:
     syncer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
     )
+    keep_in_memory: int = KEEP_IN_MEMORY
 
     def close(self) -> None:
         self.syncer.shutdown(wait=True)
@@ -278,14 +330,14 @@ class StoreService:
     def store_file(self, ctx: RequestContext, source: BinaryIO) -> InstanceOutcome:
         """Store one Part-10 file read from `source` (the CLI import path)."""
         batch = self.begin(ctx)
-        writer = batch.part()
+        part = batch.part()
         try:
             while chunk := source.read(1024 * 1024):
-                writer.write(chunk)
+                part.write(chunk)
         except BaseException:
             batch.abort()
             raise
-        batch.add(writer)
+        batch.add(part)
         return batch.commit().instances[0]
 
     def partition_key(self, name: str) -> int:

@@ -1,0 +1,117 @@
+"""Parts small enough are parsed from the bytes kept while they were written, larger ones
+from the staged file: both paths must store exactly the same thing."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from dicomhub.bootstrap import Services, build_services, prepare_storage
+from dicomhub.config import Settings
+from dicomhub.context import RequestContext
+from dicomhub.services.store import StagedPart
+from tests.dicomfiles import make_dataset, readable, sample_files
+
+
+@pytest.fixture
+def two_stores(tmp_path: Path) -> Iterator[tuple[Services, Services]]:
+    """Two SQLite archives: the default one, and one that keeps no part in memory."""
+    built = []
+    for name in ("memory", "file"):
+        settings = Settings(data_dir=tmp_path / name, sqlite_synchronous="NORMAL")
+        prepare_storage(settings)
+        built.append(build_services(settings))
+    built[1].store.keep_in_memory = 0
+    try:
+        yield built[0], built[1]
+    finally:
+        for services in built:
+            services.close()
+
+
+def _store_all(services: Services, files: list[bytes]) -> list[tuple[Any, ...]]:
+    outcomes = []
+    for data in files:
+        outcome = services.store.store_file(RequestContext(), io.BytesIO(data))
+        outcomes.append(
+            (outcome.status, outcome.sop_instance_uid, outcome.failure_reason, outcome.message)
+        )
+    return outcomes
+
+
+def _index(services: Services) -> dict[str, tuple[Any, ...]]:
+    """What the index holds per instance: everything the parse produced."""
+    with services.db.read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.size, "
+                "i.instance_number, i.number_of_frames, i.frames, i.attributes, m.json, "
+                "se.series_uid, se.modality, se.attributes, st.study_uid, st.patient_id, "
+                "st.patient_name_norm, st.study_date, st.attributes "
+                "FROM instance i "
+                "JOIN instance_metadata m ON m.instance_key = i.instance_key "
+                "JOIN series se ON se.series_key = i.series_key "
+                "JOIN study st ON st.study_key = i.study_key"
+            )
+        ).all()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def _bare_data_set() -> bytes:
+    """A data set without preamble or File Meta Information: stored with a header added."""
+    buf = io.BytesIO()
+    make_dataset().save_as(buf, implicit_vr=False, little_endian=True)
+    return buf.getvalue()
+
+
+def test_every_sample_file_is_stored_alike_from_memory_and_from_the_staged_file(
+    two_stores: tuple[Services, Services],
+) -> None:
+    memory, from_file = two_stores
+    files = [p.read_bytes() for p in sample_files() if readable(p)]
+    files += [_bare_data_set(), b"not DICOM at all", b"\0" * 128 + b"DICM" + b"\x02\x00"]
+    memory.store.keep_in_memory = max(len(f) for f in files)  # every file from memory
+
+    outcomes = _store_all(memory, files)
+    assert _store_all(from_file, files) == outcomes
+    stored = _index(memory)
+    assert stored == _index(from_file)
+    # Not vacuous: most files were stored, some were refused, one had its header added.
+    assert len(stored) > 50
+    assert any(o[0].value == "failed" for o in outcomes)
+    assert any(o[0].value == "stored-with-warnings" and "preamble" in o[3] for o in outcomes)
+
+
+class _Collect:
+    """A staged blob that only records what is written to it."""
+
+    blob_id = "test"
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.aborted = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.size += len(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_a_part_keeps_its_bytes_only_up_to_the_limit_and_hands_them_out_once() -> None:
+    small = StagedPart(_Collect(), keep=10)  # type: ignore[arg-type]
+    small.write(b"12345")
+    small.write(memoryview(b"--67890--")[2:7])
+    assert small.take() == b"1234567890"
+    assert small.take() is None  # the parse needs them once; not held any longer
+
+    large = StagedPart(_Collect(), keep=10)  # type: ignore[arg-type]
+    large.write(b"123456")
+    large.write(b"78901")
+    assert large.size == 11
+    assert large.take() is None  # parsed from the staged file instead
