@@ -1,9 +1,9 @@
 """Index a stored batch: study, series and instance rows, metadata and change feed, in plain SQL.
 
-The statements are sent through the driver with positional rows (`exec_driver_sql`):
-SQLAlchemy Core's per-statement compilation and per-column processing cost more than SQLite
-took to run them (about 1 ms of a 2 ms single-instance store). The SQL is the same on SQLite
-(≥ 3.35, for RETURNING) and PostgreSQL; only the placeholder differs.
+The statements go straight to the driver's cursor with positional rows (storage.driver):
+SQLAlchemy Core's per-statement compilation and per-column processing, and then even
+`exec_driver_sql`'s bookkeeping, cost more than SQLite took to run them. The SQL is the same
+on SQLite (≥ 3.35, for RETURNING) and PostgreSQL; only the placeholder differs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dicomhub.dicom.normalize import (
 )
 from dicomhub.dicom.read import ParsedInstance
 from dicomhub.storage.dialect import placeholder, timestamp_param
+from dicomhub.storage.driver import DriverCursor
 from dicomhub.storage.schema import changefeed
 
 __all__ = [
@@ -283,12 +284,12 @@ def _instance_row(
     )
 
 
-def _matching(conn: Connection, sql: str, mark: str, pk: int, values: list[str]) -> list[Any]:
+def _matching(cur: DriverCursor, sql: str, mark: str, pk: int, values: list[str]) -> list[Any]:
     rows: list[Any] = []
     for start in range(0, len(values), _IN_CHUNK):
         chunk = values[start : start + _IN_CHUNK]
         marks = ", ".join(mark for _ in chunk)
-        rows += conn.exec_driver_sql(sql.format(marks=marks), (pk, *chunk)).all()
+        rows += cur.execute(sql.format(marks=marks), (pk, *chunk)).all()
     return rows
 
 
@@ -313,12 +314,19 @@ def insert_instances(
 
     Each study and series row is written once per batch, with the values of its last instance.
     """
-    sql = _statements(conn)
-    ts = timestamp_param(conn.dialect, now)
+    with DriverCursor(conn) as cur:
+        return _insert_instances(
+            cur, _statements(conn), pk, items, timestamp_param(conn.dialect, now)
+        )
+
+
+def _insert_instances(
+    cur: DriverCursor, sql: _Sql, pk: int, items: Sequence[NewInstance], ts: Any
+) -> list[InsertResult]:
     sop_uids = [i.parsed.sop_instance_uid for i in items]
-    stored = {r[0] for r in _matching(conn, sql.existing, sql.mark, pk, sop_uids)}
+    stored = {r[0] for r in _matching(cur, sql.existing, sql.mark, pk, sop_uids)}
     series_uids = list({i.parsed.series_uid: None for i in items})
-    owner: dict[str, str] = dict(_matching(conn, sql.owners, sql.mark, pk, series_uids))
+    owner: dict[str, str] = dict(_matching(cur, sql.owners, sql.mark, pk, series_uids))
     results: list[InsertResult | None] = []
     accepted: list[tuple[int, NewInstance]] = []
     studies: dict[str, _Study] = {}
@@ -340,18 +348,18 @@ def insert_instances(
         series_last[p.series_uid] = p
 
     for s in studies.values():
-        s.key, modalities, sop_classes = conn.exec_driver_sql(
+        s.key, modalities, sop_classes = cur.execute(
             sql.study_upsert, _study_row(pk, s.last, ts)
         ).one()
         s.modalities, s.sop_classes = _split(modalities), _split(sop_classes)
     series_keys: dict[str, int | None] = {}
     for uid, p in series_last.items():
         study_key = studies[p.study_uid].key
-        series_keys[uid] = conn.exec_driver_sql(
+        series_keys[uid] = cur.execute(
             sql.series_upsert, _series_row(pk, study_key, p, ts)
         ).scalar()
         if series_keys[uid] is None:  # lost a race: the series went to another study meanwhile
-            conn.exec_driver_sql(sql.drop_empty_study, (study_key, study_key))
+            cur.execute(sql.drop_empty_study, (study_key, study_key))
 
     metadata: list[tuple[Any, ...]] = []
     feed: list[tuple[Any, ...]] = []
@@ -363,7 +371,7 @@ def insert_instances(
             conflict = f"series {p.series_uid} was just stored under another study"
             results[n] = InsertResult(None, conflict=conflict)
             continue
-        instance_key = conn.exec_driver_sql(
+        instance_key = cur.execute(
             sql.instance_insert, _instance_row(pk, target.key, series_key, item, ts)
         ).scalar()
         if instance_key is None:  # lost a race with a concurrent store of the same instance
@@ -389,18 +397,19 @@ def insert_instances(
         target.sop_classes.add(p.sop_class_uid)
 
     if metadata:
-        conn.exec_driver_sql(sql.metadata_insert, metadata)
-        conn.exec_driver_sql(sql.changefeed_insert, feed)
+        cur.executemany(sql.metadata_insert, metadata)
+        cur.executemany(sql.changefeed_insert, feed)
         for key in {k for k in series_keys.values() if k is not None}:
-            update_series_count(conn, key)
+            cur.execute(sql.series_count, (key, key))
         for s in studies.values():
-            update_study_counts(conn, s.key, s.modalities, s.sop_classes)
+            _count_study(cur, sql, s.key, s.modalities, s.sop_classes)
     assert all(r is not None for r in results)
     return [r for r in results if r is not None]
 
 
 def update_series_count(conn: Connection, series_key: int) -> None:
-    conn.exec_driver_sql(_statements(conn).series_count, (series_key, series_key))
+    with DriverCursor(conn) as cur:
+        cur.execute(_statements(conn).series_count, (series_key, series_key))
 
 
 def update_study_counts(
@@ -411,8 +420,15 @@ def update_study_counts(
     Counting (rather than incrementing) stays right under concurrency: writers to a study hold
     its row locked from their upsert to their commit, so no other writer counts in between.
     """
-    conn.exec_driver_sql(
-        _statements(conn).study_counts,
+    with DriverCursor(conn) as cur:
+        _count_study(cur, _statements(conn), study_key, modalities, sop_classes)
+
+
+def _count_study(
+    cur: DriverCursor, sql: _Sql, study_key: int, modalities: set[str], sop_classes: set[str]
+) -> None:
+    cur.execute(
+        sql.study_counts,
         (
             study_key,
             study_key,
