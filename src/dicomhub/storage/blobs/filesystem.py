@@ -147,9 +147,14 @@ class FilesystemBlobStore:
 
     def promote(self, blob_id: str) -> None:
         target = self.path(blob_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
         # A crash before this rename is repaired by recover(): the index already names the blob.
-        os.replace(self.staged_path(blob_id), target)
+        try:
+            os.replace(self.staged_path(blob_id), target)
+        except FileNotFoundError:
+            # The first blob of its folder (one in 65,536): a mkdir tried on every store costs
+            # a failing system call each time.
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staged_path(blob_id), target)
 
     def open(self, blob_id: str) -> BinaryIO:
         try:
