@@ -103,7 +103,7 @@ def _free_port() -> int:
 class LiveServer:
     """uvicorn on a loopback port in a background thread."""
 
-    def __init__(self, settings: Settings, services: Services) -> None:
+    def __init__(self, settings: Settings, services: Services, *, root_path: str = "") -> None:
         self.port = _free_port()
         config = uvicorn.Config(
             create_app(settings, services),
@@ -111,6 +111,7 @@ class LiveServer:
             port=self.port,
             log_level="warning",
             lifespan="on",
+            root_path=root_path,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

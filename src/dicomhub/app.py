@@ -19,6 +19,7 @@ from dicomhub.dicomweb.routes import changefeed, delete, frames, qido, rendered,
 from dicomhub.fhir.api import errors as fhir_errors
 from dicomhub.fhir.api import routes as fhir_routes
 from dicomhub.fhir.api import search_routes as fhir_search_routes
+from dicomhub.routing import include_flat
 from dicomhub.ui import routes as ui_routes
 
 __all__ = ["DICOMWEB_PREFIXES", "create_app", "create_app_from_env"]
@@ -64,16 +65,21 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     http_middleware.install(app, settings.cors_origins)
-    app.include_router(fhir_routes.router, prefix="/fhir", tags=["FHIR"])
+    # Routes are tried in order, about a microsecond each: /dicom-web (viewers, most clients)
+    # first, then FHIR, then the Azure-shaped /v1 and /v2.
+    dicomweb = (stow, qido, wado, frames, rendered, delete, changefeed)
+    for module in dicomweb:
+        include_flat(app, module.router, prefix=DICOMWEB_PREFIXES[0])
+    include_flat(app, fhir_routes.router, prefix="/fhir", tags=["FHIR"])
     # after the FHIR routes: GET /fhir/{type} must not shadow /fhir/metadata or /fhir/_history
-    app.include_router(fhir_search_routes.router, prefix="/fhir", tags=["FHIR"])
-    app.include_router(admin_routes.router, prefix="/admin", tags=["administration"])
-    for prefix in DICOMWEB_PREFIXES:
-        for module in (stow, qido, wado, frames, rendered, delete, changefeed):
-            app.include_router(module.router, prefix=prefix)
+    include_flat(app, fhir_search_routes.router, prefix="/fhir", tags=["FHIR"])
+    include_flat(app, admin_routes.router, prefix="/admin", tags=["administration"])
+    for prefix in DICOMWEB_PREFIXES[1:]:
+        for module in dicomweb:
+            include_flat(app, module.router, prefix=prefix)
 
     # last: the UI owns / and /viewer, nothing under the DICOMweb or FHIR prefixes
-    app.include_router(ui_routes.router)
+    include_flat(app, ui_routes.router)
 
     @app.get("/health", tags=["Health"], summary="Liveness and storage check")
     @app.get("/health/check", tags=["Health"], include_in_schema=False)
