@@ -169,6 +169,12 @@ def test_import_then_serve(tmp_path: Path) -> None:
         # No --workers: one process per CPU (at most 8), each answering on the one port.
         workers = min(len(os.sched_getaffinity(0)), 8)
         assert f"; {workers} worker(s)" in server.log_text()
+        # The first worker may answer while the others are still starting.
+        deadline = time.monotonic() + 30
+        while server.log_text().count("Started server process") < workers:
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.1)
+        time.sleep(0.5)  # and no more than that many come
         assert server.log_text().count("Started server process") == workers
 
 
