@@ -110,6 +110,12 @@ def test_a_part_keeps_its_bytes_only_up_to_the_limit_and_hands_them_out_once() -
     assert small.take() == b"1234567890"
     assert small.take() is None  # the parse needs them once; not held any longer
 
+    reused = bytearray(b"abcde")
+    copied = StagedPart(_Collect(), keep=10)  # type: ignore[arg-type]
+    copied.write(memoryview(reused))
+    reused[:] = b"zzzzz"  # the writer's buffer, filled again for the next chunk
+    assert copied.take() == b"abcde"
+
     large = StagedPart(_Collect(), keep=10)  # type: ignore[arg-type]
     large.write(b"123456")
     large.write(b"78901")

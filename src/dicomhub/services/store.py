@@ -142,11 +142,12 @@ class StagedPart:
         self.writer.write(data)
         if self._kept is not None:
             self._room -= len(data)
-            # Held by reference: request chunks are immutable bytes (or views of them).
-            if self._room >= 0:
-                self._kept.append(data)
-            else:
+            if self._room < 0:
                 self._kept = None
+            elif isinstance(data, bytes) or isinstance(getattr(data, "obj", None), bytes):
+                self._kept.append(data)  # immutable (request chunks): held by reference
+            else:
+                self._kept.append(bytes(data))  # a buffer its owner may fill again
 
     def abort(self) -> None:
         self._kept = None
