@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
 from dicomhub.app import DICOMWEB_PREFIXES
 from dicomhub.bootstrap import Services
@@ -58,11 +59,25 @@ def test_routes_match_the_path_below_the_root_path(behind_a_proxy: str) -> None:
         assert http.get("/fhir/metadata").status_code == 200
 
 
-def test_a_prefixed_route_refuses_other_paths_before_its_pattern() -> None:
+def test_a_prefixed_route_matches_exactly_what_its_pattern_matches() -> None:
+    """The prefix check is a shortcut only: never a different answer from the regex."""
     route = PrefixedRoute("/dicom-web/studies/{study}", stow.store_study, methods=["POST"])
+    plain = APIRoute("/dicom-web/studies/{study}", stow.store_study, methods=["POST"])
     scope = {"type": "http", "method": "POST", "root_path": "", "path": ""}
     match, _ = route.matches({**scope, "path": "/v2/studies/1.2.3"})
     assert match.name == "NONE"
     match, child = route.matches({**scope, "path": "/dicom-web/studies/1.2.3"})
     assert match.name == "FULL"
     assert child["path_params"] == {"study": "1.2.3"}
+    for method in ("POST", "GET"):
+        for root, path in [
+            ("", "/dicom-web/studies/1.2.3"),
+            ("", "/dicom-web/studies/"),
+            ("", "/dicom-web/studies/1.2.3/series"),
+            ("", "/v1/studies/1.2.3"),
+            ("/archive", "/archive/dicom-web/studies/1.2.3"),
+            ("/archive", "/archive/v2/studies/1.2.3"),
+            ("/archive", "/dicom-web/studies/1.2.3"),
+        ]:
+            asked = {**scope, "method": method, "root_path": root, "path": path}
+            assert route.matches(dict(asked))[0] == plain.matches(dict(asked))[0], asked

@@ -40,7 +40,10 @@ class PrefixedRoute(APIRoute):
 def include_flat(
     app: FastAPI, router: APIRouter, prefix: str = "", tags: list[str] | None = None
 ) -> None:
-    """`app.include_router(router, prefix=prefix, tags=tags)`, adding the routes one by one."""
+    """`app.include_router(router, prefix=prefix, tags=tags)`, adding the routes one by one.
+
+    Every setting a route can be declared with is carried over, so that none is lost silently.
+    """
     for route in router.routes:
         if not isinstance(route, APIRoute):
             raise TypeError(f"only FastAPI routes can be included flat, not {route!r}")
@@ -60,5 +63,17 @@ def include_flat(
             include_in_schema=route.include_in_schema,
             deprecated=route.deprecated,
             operation_id=route.operation_id,
+            response_description=route.response_description,
+            response_model_include=route.response_model_include,
+            response_model_exclude=route.response_model_exclude,
+            response_model_by_alias=route.response_model_by_alias,
+            response_model_exclude_unset=route.response_model_exclude_unset,
+            response_model_exclude_defaults=route.response_model_exclude_defaults,
+            response_model_exclude_none=route.response_model_exclude_none,
+            callbacks=route.callbacks,
+            openapi_extra=route.openapi_extra,
+            generate_unique_id_function=route.generate_unique_id_function,
+            strict_content_type=route.strict_content_type,
+            max_body_size=route.max_body_size,
             route_class_override=PrefixedRoute,
         )

@@ -15,6 +15,7 @@ from dicomhub.bootstrap import Services, build_services, prepare_storage
 from dicomhub.config import Settings
 from dicomhub.context import RequestContext
 from dicomhub.services.store import StagedPart
+from dicomhub.storage.blobs.filesystem import FilesystemBlobStore
 from tests.dicomfiles import make_dataset, readable, sample_files
 
 
@@ -87,37 +88,29 @@ def test_every_sample_file_is_stored_alike_from_memory_and_from_the_staged_file(
     assert any(o[0].value == "stored-with-warnings" and "preamble" in o[3] for o in outcomes)
 
 
-class _Collect:
-    """A staged blob that only records what is written to it."""
-
-    blob_id = "test"
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.aborted = False
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.size += len(data)
-
-    def abort(self) -> None:
-        self.aborted = True
-
-
-def test_a_part_keeps_its_bytes_only_up_to_the_limit_and_hands_them_out_once() -> None:
-    small = StagedPart(_Collect(), keep=10)  # type: ignore[arg-type]
+def test_a_part_keeps_its_bytes_only_up_to_the_limit_and_hands_them_out_once(
+    tmp_path: Path,
+) -> None:
+    blobs = FilesystemBlobStore(tmp_path / "blobs")
+    small = StagedPart(blobs.stage(), keep=10)
     small.write(b"12345")
     small.write(memoryview(b"--67890--")[2:7])
     assert small.take() == b"1234567890"
     assert small.take() is None  # the parse needs them once; not held any longer
 
     reused = bytearray(b"abcde")
-    copied = StagedPart(_Collect(), keep=10)  # type: ignore[arg-type]
+    copied = StagedPart(blobs.stage(), keep=10)
     copied.write(memoryview(reused))
     reused[:] = b"zzzzz"  # the writer's buffer, filled again for the next chunk
     assert copied.take() == b"abcde"
 
-    large = StagedPart(_Collect(), keep=10)  # type: ignore[arg-type]
+    large = StagedPart(blobs.stage(), keep=10)
     large.write(b"123456")
     large.write(b"78901")
     assert large.size == 11
     assert large.take() is None  # parsed from the staged file instead
+    for part in (small, copied, large):
+        part.writer.close()
+    with large.writer.reader() as fh:
+        assert fh.read() == b"12345678901"  # the file has every byte either way
+    blobs.close()
