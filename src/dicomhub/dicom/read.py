@@ -22,6 +22,7 @@ from dicomhub.dicom.frames import (
     read_frame_index,
     trailing_problem,
 )
+from dicomhub.dicom.header import read_header
 from dicomhub.dicom.json_model import BulkUri, dataset_to_json, tag_key
 from dicomhub.dicom.validate import REQUIRED_UIDS, Finding, Severity, check_identity
 
@@ -81,15 +82,15 @@ class ParsedInstance:
         return [f for f in self.findings if f.severity is Severity.WARNING]
 
 
-def parse_part10(fp: BinaryIO, file_size: int, bulk_uri: BulkUri) -> ParsedInstance:
+def parse_part10(
+    fp: BinaryIO, file_size: int, bulk_uri: BulkUri, data: bytes | None = None
+) -> ParsedInstance:
     """Read the header of the file in `fp` and index its pixel data without loading it.
 
+    `data`, when the caller holds the file's bytes, lets the common case skip dcmread.
     Raises NotDicom when the bytes are not DICOM; problems with a readable file are findings.
     """
-    try:
-        ds = dcmread(fp, stop_before_pixels=True)
-    except Exception as exc:
-        raise NotDicom(f"not a readable DICOM Part-10 file: {exc}") from exc
+    ds = _read_header(fp, data)
     meta = ds.file_meta if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else None
     findings: list[Finding] = []
     transfer_syntax = _transfer_syntax(ds, findings)
@@ -150,6 +151,19 @@ def parse_part10(fp: BinaryIO, file_size: int, bulk_uri: BulkUri) -> ParsedInsta
         number_of_frames=number_of_frames,
         findings=findings,
     )
+
+
+def _read_header(fp: BinaryIO, data: bytes | None) -> Dataset:
+    """The data set up to its pixel data, `fp` left at the pixel data element (or the end)."""
+    header = read_header(data) if data is not None else None
+    if header is not None:
+        ds, end = header
+        fp.seek(end)
+        return ds
+    try:
+        return dcmread(fp, stop_before_pixels=True)
+    except Exception as exc:
+        raise NotDicom(f"not a readable DICOM Part-10 file: {exc}") from exc
 
 
 def _transfer_syntax(ds: Dataset, findings: list[Finding]) -> str:

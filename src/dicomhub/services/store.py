@@ -207,7 +207,7 @@ class StoreBatch:
             # The fsyncs (milliseconds, seconds on a slow disk) run while the part is parsed.
             durable = self._service.make_durable(writer)
             with _open(writer, content) as fh:
-                parsed = parse_part10(fh, writer.size, _bulk_placeholder)
+                parsed = parse_part10(fh, writer.size, _bulk_placeholder, content)
             refusal = self._refusal(parsed)
         except NotDicom as exc:
             parsed, refusal = None, (FailureCode.VALIDATION_FAILURE, str(exc))
