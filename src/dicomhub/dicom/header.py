@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ImplicitVRLittleEndian,
@@ -44,10 +45,11 @@ _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 # The two bytes of every VR pydicom reads with an explicit length, and the VR's name.
 _VRS = {str(vr).encode(): str(vr) for vr in EXPLICIT_VR_LENGTH_16 | EXPLICIT_VR_LENGTH_32}
-# Transfer syntaxes dcmread does not read as explicit VR little endian, or reads specially.
+# Transfer syntaxes dcmread does not read as explicit VR little endian, or reads specially
+# (and the private ones registered with pydicom, looked up at each read).
 _OTHER_SYNTAXES = frozenset(
     {ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
-) | frozenset(PrivateTransferSyntaxes)
+)
 
 Elements = dict[BaseTag, RawDataElement | DataElement]
 
@@ -71,10 +73,16 @@ def _read(data: bytes) -> tuple[Dataset, int] | None:
     meta_elements, start = _scan(data, 132, in_meta=True)
     file_meta = FileMetaDataset(meta_elements)
     file_meta.set_original_encoding(False, True, default_encoding)
-    if file_meta._dict:
-        file_meta[next(iter(file_meta.keys()))]  # dcmread converts it to check the encoding
+    tags = list(file_meta._dict)
+    if tags != sorted(tags):
+        return None  # dcmread converts the lowest tag and the group length, not the first read
+    if tags:
+        file_meta[tags[0]]  # dcmread converts it to check the encoding
     syntax = file_meta.get("TransferSyntaxUID")
-    if syntax is None or syntax in _OTHER_SYNTAXES:
+    # dcmread compares with ==; only a str or a UID hashes as it compares (a PN does not).
+    if syntax is None or type(syntax) not in (UID, str):
+        return None
+    if syntax in _OTHER_SYNTAXES or syntax in PrivateTransferSyntaxes:
         return None
     if len(data) - start < 6 or data[start + 4 : start + 6] not in _VRS:
         return None  # dcmread would switch to implicit VR
