@@ -4,15 +4,18 @@ cursor never passes a study that waits, and a restart loses nothing."""
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import orjson
 from pydicom.uid import generate_uid
+from sqlalchemy import delete
 
 from dicomhub.bootstrap import Services, build_sync_worker
 from dicomhub.config import Settings
 from dicomhub.context import RequestContext
 from dicomhub.storage import sync as sync_store
+from dicomhub.storage.schema import changefeed
 from dicomhub.sync import worker
 from tests.dicomfiles import make_instance
 
@@ -123,3 +126,82 @@ def test_studies_of_a_few_instances_are_reconciled_at_every_pass(
         report = sync.run_once()
         assert (report.studies, report.waiting) == (1, 0)
         assert _instances(services, study) == count
+
+
+def test_the_cursor_waits_below_the_first_pending_change_only(
+    settings: Settings, services: Services
+) -> None:
+    # Two studies growing out of phase: a change of one that was reconciled while the other
+    # held the cursor must not hold the cursor again.
+    clock = _Clock()
+    sync = build_sync_worker(settings, services)
+    sync.clock = clock
+    sync.wait_after = lambda cost: 10.0
+    first, second = generate_uid(), generate_uid()
+    series = {first: generate_uid(), second: generate_uid()}
+    for _ in range(2):  # first and second passes of both: both wait until 10
+        _store(services, first, series[first])
+        _store(services, second, series[second])
+        sync.run_once()
+    clock.now += 10.5
+    _store(services, first, series[first])
+    assert sync.run_once().studies == 1  # first waits again, until 20.5
+    clock.now += 0.5
+    _store(services, first, series[first])  # pending, holds the cursor
+    _store(services, second, series[second])
+    assert (sync.run_once().studies, _instances(services, second)) == (1, 3)  # second waits
+    clock.now += 9.6  # first is due, second is not
+    _store(services, second, series[second])
+    report = sync.run_once()
+    assert (report.studies, report.waiting) == (1, 1)
+    assert _instances(services, first) == 4
+    cursor, latest = _cursor(services, sync)
+    assert cursor == latest - 1  # just below second's new change, past the one reconciled
+
+
+def test_a_full_batch_reconciles_a_waiting_study_at_once(
+    settings: Settings, services: Services
+) -> None:
+    sync = build_sync_worker(settings, services)
+    sync.wait_after = lambda cost: 3600.0
+    sync.batch = 3
+    growing, series = generate_uid(), generate_uid()
+    for _ in range(2):
+        _store(services, growing, series)
+        sync.run_once()
+    for _ in range(3):  # a backlog: waiting would only slow the catch-up
+        _store(services, growing, series)
+    report = sync.run_once()
+    assert (report.changes, report.studies, report.waiting) == (3, 1, 0)
+    assert _instances(services, growing) == 5
+    cursor, latest = _cursor(services, sync)
+    assert cursor == latest
+
+
+def test_a_gap_skipped_once_is_not_waited_for_again(
+    settings: Settings, services: Services, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(worker, "GAP_SECONDS", 0.2)
+    sync = build_sync_worker(settings, services)
+    sync.wait_after = lambda cost: 3600.0
+    growing, series = generate_uid(), generate_uid()
+    for _ in range(3):  # the third change waits and holds the cursor below it
+        _store(services, growing, series)
+        sync.run_once()
+    _store(services, generate_uid(), generate_uid())
+    _, rolled_back = _cursor(services, sync)
+    # as if its transaction had rolled back after taking the sequence number
+    services.db.write(
+        lambda conn: conn.execute(delete(changefeed).where(changefeed.c.sequence == rolled_back))
+    )
+    after_gap = generate_uid()
+    _store(services, after_gap, generate_uid())
+    sync.run_once()  # the gap is new: nothing after it yet
+    assert _instances(services, after_gap) is None
+    time.sleep(0.25)
+    sync.run_once()  # the gap is old enough: skipped
+    assert _instances(services, after_gap) == 1
+    later = generate_uid()
+    _store(services, later, generate_uid())
+    sync.run_once()  # the cursor is still below the gap, which is not waited for again
+    assert _instances(services, later) == 1

@@ -128,6 +128,8 @@ class SyncWorker:
     # study -> last change reconciled, for studies the cursor has not passed yet (it waits
     # for an earlier, throttled study): they are not reconciled again for the same changes
     _done: dict[tuple[int, str], int] = field(default_factory=dict)
+    # gaps in the sequence (first missing, next present) skipped while the cursor is below
+    _skipped: set[tuple[int, int]] = field(default_factory=set)
 
     @property
     def target(self) -> str:
@@ -156,6 +158,7 @@ class SyncWorker:
             except Exception:
                 log.exception("FHIR sync pass failed; trying again shortly")
                 self.reconciler.forget()
+                self._done.clear()  # reconcile again rather than trust a half-finished pass
                 report = BatchReport()
                 self._stop.wait(1.0)
             if report.changes == 0 or self._stop.is_set():
@@ -203,9 +206,13 @@ class SyncWorker:
         studies: dict[tuple[int, str], tuple[int, int]] = {}
         for change in changes:
             key = (change.partition_key, change.study_uid)
+            if change.sequence <= self._done.get(key, 0):
+                continue  # reconciled after this change already (the cursor waits below)
             first = studies[key][0] if key in studies else change.sequence
             studies[key] = (first, change.sequence)
-        items, held = self._due(studies, report)
+        # Working off a full batch, every study must be reconciled before the cursor passes
+        # its changes anyway: waiting would only slow the catch-up.
+        items, held = self._due(studies, report, hold=len(changes) < self.batch)
         renewed = time.monotonic()
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
@@ -234,24 +241,23 @@ class SyncWorker:
         if not self._advance(done):
             log.warning("FHIR sync lost its lease while working; another worker goes on")
         self._done = {key: last for key, last in self._done.items() if last > done}
+        self._skipped = {gap for gap in self._skipped if gap[1] > done + 1}
         return report
 
     def _due(
-        self, studies: dict[tuple[int, str], tuple[int, int]], report: BatchReport
+        self, studies: dict[tuple[int, str], tuple[int, int]], report: BatchReport, *, hold: bool
     ) -> tuple[list[tuple[tuple[int, str], tuple[int, int]]], int]:
-        """The studies to reconcile now, and the first change of the first one that waits
-        (the cursor stays below it); studies done since their last change are skipped."""
+        """The studies to reconcile now, and the first pending change of the first one that
+        waits (the cursor stays below it); none waits unless `hold`."""
         now = self.clock()
         self._not_before = {k: t for k, t in self._not_before.items() if t > now}
-        if self._reconciled and next(iter(self._reconciled.values())) < now - RECENT_SECONDS:
-            recent = now - RECENT_SECONDS
-            self._reconciled = {k: t for k, t in self._reconciled.items() if t >= recent}
+        recent = now - RECENT_SECONDS
+        while self._reconciled and next(iter(self._reconciled.values())) < recent:
+            del self._reconciled[next(iter(self._reconciled))]
         held = sys.maxsize
         due = []
         for key, (first, last) in studies.items():
-            if self._done.get(key, 0) >= last:
-                continue
-            if key in self._not_before:
+            if hold and key in self._not_before:
                 held = min(held, first)
                 report.waiting += 1
                 continue
@@ -301,8 +307,6 @@ class SyncWorker:
             log.info("FHIR sync of %d studies together failed (%s); one by one", len(chunk), exc)
             self.reconciler.forget()
             return None
-        for key, (_first, last) in chunk:
-            self._passed(key, last, costs[key])
         done = [key for key, _ in chunk if key in self._dead]
         if done:
             self._dead.difference_update(done)
@@ -312,6 +316,8 @@ class SyncWorker:
                     store.clear_dead_letter(conn, self.target, *key)
 
             self.db.write(clear)
+        for key, (_first, last) in chunk:  # after the clearing: a failure there replays them
+            self._passed(key, last, costs[key])
         return outcomes
 
     @staticmethod
@@ -370,7 +376,7 @@ class SyncWorker:
         a rolled-back transaction rather than one still committing."""
         expected = after + 1
         for i, change in enumerate(changes):
-            if change.sequence != expected:
+            if change.sequence != expected and (expected, change.sequence) not in self._skipped:
                 missing = expected
                 first_seen = self._gap[1] if self._gap and self._gap[0] == missing else None
                 if first_seen is None:
@@ -380,6 +386,8 @@ class SyncWorker:
                     return changes[:i]
                 log.info("change-feed sequence %d never appeared; skipping it", missing)
                 self._gap = None
+                # the cursor may stay below it (a study waits): do not wait for it again
+                self._skipped.add((expected, change.sequence))
             expected = change.sequence + 1
         return changes
 
