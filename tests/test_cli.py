@@ -178,6 +178,22 @@ def test_import_then_serve(tmp_path: Path) -> None:
         assert server.log_text().count("Started server process") == workers
 
 
+def test_workers_slow_to_start_are_waited_for(tmp_path: Path) -> None:
+    # As on a loaded machine: each worker process needs 8 s before it can answer uvicorn's
+    # health check (5 s by default, after which it was killed and started again, for ever).
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import sys, time\nif '--multiprocessing-fork' in sys.argv:\n    time.sleep(8)\n"
+    )
+    path = os.pathsep.join(p for p in (str(slow), os.environ.get("PYTHONPATH")) if p)
+    port = _free_port()
+    args = ["--port", str(port), "--data-dir", str(tmp_path / "data"), "--workers", "2"]
+    with serving(*args, cwd=tmp_path, port=port, env=_env(PYTHONPATH=path)) as server:
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        assert "died" not in server.log_text(), server.log_text()
+
+
 def _default_workers(cpus: set[int], env: dict[str, str] | None = None) -> int:
     """Settings().workers in a fresh process limited to `cpus` (as taskset or a container would)."""
     code = (

@@ -153,6 +153,9 @@ def serve(
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         timeout_keep_alive=30,
+        # uvicorn replaces a worker that does not answer its health check in time (5 s by
+        # default); a worker still importing the app on a loaded machine was replaced for ever.
+        timeout_worker_healthcheck=60,
     )
 
 
