@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -229,12 +228,14 @@ class SyncWorker:
             if outcomes is None:  # one by one, to retry or dead-letter the one that fails
                 outcomes = []
                 for key, (first_change, last) in chunk:
+                    started = time.thread_time()
                     try:
-                        outcomes.append(self._timed(key, last, self._study, *key, last))
+                        outcomes.append(self._study(*key, last))
                     except _Postponed as exc:
                         exc.first = min(first_change, held)
                         self._count(report, outcomes)
                         return self._pause(report, exc)
+                    self._passed(key, last, time.thread_time() - started)
             self._count(report, outcomes)
         self._backoff = 0.0
         done = min(changes[-1].sequence, held - 1)
@@ -256,20 +257,13 @@ class SyncWorker:
             del self._reconciled[next(iter(self._reconciled))]
         held = sys.maxsize
         due = []
-        for key, (first, last) in studies.items():
+        for key, span in studies.items():
             if hold and key in self._not_before:
-                held = min(held, first)
+                held = min(held, span[0])
                 report.waiting += 1
-                continue
-            due.append((key, (first, last)))
+            else:
+                due.append((key, span))
         return due, held
-
-    def _timed(self, key: tuple[int, str], last: int, work: Callable[..., str], *args: Any) -> str:
-        """Run one study's reconciliation and note it (`_passed`)."""
-        started = time.thread_time()
-        outcome = work(*args)
-        self._passed(key, last, time.thread_time() - started)
-        return outcome
 
     def _passed(self, key: tuple[int, str], last: int, cost: float) -> None:
         """A study is reconciled up to change `last`: when may it run again (throttle)."""
