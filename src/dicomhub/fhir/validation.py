@@ -9,6 +9,7 @@ import typing
 from functools import cache
 from typing import Any
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.domainresource import DomainResource
 from pydantic import ValidationError
@@ -60,12 +61,78 @@ def known_type(resource_type: str) -> bool:
     return _model(resource_type) is not None
 
 
+# Repeated elements whose items are found valid once and not validated again: the sync writes
+# an ImagingStudy again each time its study grows, and validating its instance entries, all but
+# the new ones unchanged, was half the CPU of such a pass (16 ms at 500 instances). An item's
+# validity depends on the item alone (the models validate a nested element by its own model).
+_REMEMBERED = {"ImagingStudy": ("series", "instance")}
+_VALID_ITEMS_MAX = 50_000  # about 13 MB
+_valid_items: set[bytes] = set()  # (type, item) as JSON with sorted keys
+
+
 def validate_resource(resource: Any, expected_type: str | None = None) -> str:
     """Check `resource` (a parsed JSON value) against its R4B model; returns its resourceType.
 
     Raises InvalidInput (400) when it is not a resource at all, Unprocessable (422) naming every
     bad element otherwise.
     """
+    resource_type = _check_shape(resource, expected_type)
+    path = _REMEMBERED.get(resource_type)
+    if path is not None:
+        seen: list[bytes] = []
+        reduced = _without_valid_items(resource, path, seen)
+        if reduced is not None:
+            try:
+                _validate(reduced, resource_type)
+            except Unprocessable:
+                # the same verdict, with the paths of the whole resource (items' indexes)
+                _validate(resource, resource_type)
+                raise
+            if len(_valid_items) + len(seen) > _VALID_ITEMS_MAX:
+                _valid_items.clear()
+            _valid_items.update(seen)
+            return resource_type
+    _validate(resource, resource_type)
+    return resource_type
+
+
+def _without_valid_items(
+    resource: dict[str, Any], path: tuple[str, str], seen: list[bytes]
+) -> dict[str, Any] | None:
+    """A shallow copy of `resource` without the items at `path` already found valid (their keys
+    are added to `seen`, the new ones' too); None when its shape is not the expected one."""
+    outer, inner = path
+    parents = resource.get(outer)
+    if not isinstance(parents, list) or not parents:
+        return None
+    prefix = f"{resource['resourceType']}.{outer}.{inner}:".encode()
+    copies = []
+    for parent in parents:
+        items = parent.get(inner) if isinstance(parent, dict) else None
+        if not isinstance(items, list) or not items:
+            copies.append(parent)
+            continue
+        fresh = []
+        for item in items:
+            if not isinstance(item, dict):
+                return None
+            try:
+                key = prefix + orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+            except orjson.JSONEncodeError:  # not plain JSON (a number beyond 64 bits, say)
+                return None
+            seen.append(key)
+            if key not in _valid_items:
+                fresh.append(item)
+        copy = dict(parent)
+        if fresh:
+            copy[inner] = fresh
+        else:
+            del copy[inner]
+        copies.append(copy)
+    return {**resource, outer: copies}
+
+
+def _check_shape(resource: Any, expected_type: str | None) -> str:
     if not isinstance(resource, dict):
         raise InvalidInput("the body is not a FHIR resource (a JSON object was expected)")
     resource_type = resource.get("resourceType")
@@ -76,9 +143,13 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> str:
             f"the resource is a {resource_type}, the URL names {expected_type}",
             locations=(f"{resource_type}.resourceType",),
         )
-    model = _model(resource_type)
-    if model is None:
+    if _model(resource_type) is None:
         raise InvalidInput(f"'{resource_type}' is not a FHIR R4 resource type")
+    return resource_type
+
+
+def _validate(resource: dict[str, Any], resource_type: str) -> None:
+    model = _model(resource_type)
     if "id" in resource:
         if not isinstance(resource["id"], str):
             raise Unprocessable("id must be a string", locations=(f"{resource_type}.id",))
@@ -102,7 +173,6 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> str:
             "; ".join(f"{path}: a JSON {kind} is required" for path, kind in wrong[:20]),
             locations=tuple(path for path, _ in wrong[:20]),
         )
-    return resource_type
 
 
 # --- JSON primitive kinds ---------------------------------------------------------------------
