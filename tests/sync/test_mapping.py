@@ -20,6 +20,7 @@ from dicomhub.fhir.validation import validate_resource
 from dicomhub.sync.body_parts import BODY_PARTS, SNOMED
 from dicomhub.sync.mapping import (
     DCM,
+    MappedDataset,
     MappingOptions,
     accession_identifier,
     endpoint_identifier,
@@ -65,9 +66,16 @@ def sample(name: str) -> dict[str, Any]:
 
 
 def study(instances: Sequence[dict[str, Any]], options: MappingOptions = OPTIONS, **kw: Any) -> Any:
+    """The mapped ImagingStudy, checked to be the same from datasets that keep what the
+    mapping derives from each (sync/parsed.py), before and after they hold it."""
     kw.setdefault("patient_ref", "Patient/p1")
     kw.setdefault("endpoint_ref", "Endpoint/e1")
-    return valid(map_imaging_study(instances, options, **kw))
+    mapped = map_imaging_study(instances, options, **kw)
+    keeping = [MappedDataset(ds) for ds in instances]
+    assert map_imaging_study(keeping, options, **kw) == mapped
+    assert all(ds.facts is not None for ds in keeping)
+    assert map_imaging_study(keeping, options, **kw) == mapped
+    return valid(mapped)
 
 
 def built(sop: str, series: str = "1.2.3.1", **attributes: Any) -> dict[str, Any]:
@@ -502,6 +510,27 @@ def test_procedure_codes_and_reasons() -> None:
             "text": "Chest pain, unspecified",
         }
     ]
+
+
+def test_the_last_instance_with_codes_gives_them() -> None:
+    """A study's first instances may predate the order: the last instance that carries
+    procedure codes gives them, and the last with a reason (coded or as text) gives it."""
+    coded = make_dataset(
+        study_uid=STUDY,
+        sop_uid="1.2.3.4.1",
+        ProcedureCodeSequence=[code_item("169069000", "SCT", "CT of chest")],
+        ReasonForRequestedProcedureCodeSequence=[code_item("R07.4", "I10", "Chest pain")],
+    )
+    text = make_dataset(
+        study_uid=STUDY, sop_uid="1.2.3.4.2", ReasonForTheRequestedProcedure="Follow-up"
+    )
+    bare = make_dataset(study_uid=STUDY, sop_uid="1.2.3.4.3")
+    mapped = study([stored(coded), stored(text), stored(bare)])
+    assert mapped["procedureCode"] == [
+        {"coding": [sct("169069000", "CT of chest")], "text": "CT of chest"}
+    ]
+    assert mapped["reasonCode"] == [{"text": "Follow-up"}]
+    assert study([stored(text), stored(coded)])["reasonCode"][0]["text"] == "Chest pain"
 
 
 def test_a_code_item_without_a_code_keeps_its_meaning() -> None:

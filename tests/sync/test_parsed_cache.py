@@ -6,6 +6,7 @@ import gc
 
 import orjson
 
+from dicomhub.sync.mapping import MappedDataset
 from dicomhub.sync.parsed import ParsedInstances
 
 
@@ -49,6 +50,8 @@ def test_a_study_read_again_is_kept_and_answers_the_same() -> None:
     assert second[:3] == first and [p["n"] for p in second] == [0, 1, 2, 0, 1]
     third = cache.study(7, rows)
     assert all(a is b for a, b in zip(third, second[:3], strict=True))  # not parsed again
+    # what the mapping derives from each instance is kept with it, for the next pass
+    assert all(isinstance(p, MappedDataset) for p in third)
 
 
 def test_entries_not_read_for_a_while_are_dropped() -> None:

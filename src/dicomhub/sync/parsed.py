@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from dicomhub.sync.mapping import MappedDataset
+
 __all__ = ["ParsedInstances"]
 
 
@@ -59,7 +61,7 @@ class ParsedInstances:
         for key, raw in rows:
             entry = parsed.get(key)
             if entry is None:
-                value: dict[str, Any] = orjson.loads(raw)
+                value: dict[str, Any] = MappedDataset(orjson.loads(raw))
                 self._bytes += len(raw)
             else:
                 value = entry[1]
