@@ -40,8 +40,8 @@ def imaging_study(*series: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_memory() -> None:
-    validation._valid_items.clear()
+def _fresh_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validation, "_valid_items", validation._ValidItems())
 
 
 def _error(resource: dict[str, Any]) -> Unprocessable:
@@ -53,7 +53,7 @@ def _error(resource: dict[str, Any]) -> Unprocessable:
 def test_entries_found_valid_are_remembered_and_the_rest_still_checked() -> None:
     study = imaging_study([entry(n) for n in range(1, 4)], [entry(n) for n in range(4, 6)])
     assert validate_resource(study) == "ImagingStudy"
-    assert len(validation._valid_items) == 5
+    assert len(validation._valid_items.keys) == 5
     # the study grows by a bad entry: refused, with the path of that entry in the whole study
     grown = copy.deepcopy(study)
     grown["series"][1]["instance"].append({"uid": "1.2.3", "sopClass": SOP_CLASS, "number": "7"})
@@ -62,7 +62,7 @@ def test_entries_found_valid_are_remembered_and_the_rest_still_checked() -> None
     # the model's errors come first; the JSON kinds are looked at once the model accepts
     assert error.locations == ("ImagingStudy.series[1].instance[3].uid",)
     # nothing of a refused study is remembered, and it is refused again
-    assert len(validation._valid_items) == 5
+    assert len(validation._valid_items.keys) == 5
     assert _error(grown).message == error.message
     del grown["series"][1]["instance"][3]
     assert _error(grown).locations == ("ImagingStudy.series[1].instance[2].number",)
@@ -81,22 +81,25 @@ def test_the_verdict_is_the_same_with_and_without_memory() -> None:
     del bad_elsewhere["subject"]  # 1..1
     validate_resource(imaging_study([entry(1), entry(2)]))
     remembered = _error(bad_elsewhere)
-    validation._valid_items.clear()
+    validation._valid_items.keys.clear()
     assert _error(bad_elsewhere).message == remembered.message
 
 
 def test_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(validation, "_VALID_ITEMS_MAX", 4)
     validate_resource(imaging_study([entry(n) for n in range(3)]))
-    assert len(validation._valid_items) == 3
+    held = validation._valid_items.size
+    assert len(validation._valid_items.keys) == 3 and held > 3 * 100
+    monkeypatch.setattr(validation, "_VALID_ITEMS_MAX_BYTES", held + 10)
     validate_resource(imaging_study([entry(n) for n in range(10, 13)]))
-    assert len(validation._valid_items) == 3  # emptied first, then the new ones
+    assert len(validation._valid_items.keys) == 3  # emptied first, then the new ones
+    # a large item (any client may send one) is checked every time, never kept
+    validate_resource(imaging_study([{**entry(20), "title": "x" * 2000}]))
+    assert len(validation._valid_items.keys) == 3
 
 
-def test_other_resources_and_odd_shapes_are_validated_whole() -> None:
-    odd = imaging_study([entry(1)])
-    odd["series"][0]["instance"] = ["not an object"]
-    assert _error(odd).locations[0].startswith("ImagingStudy.series[0].instance[0]")
-    big = imaging_study([{**entry(1), "number": 2**70}])  # beyond what orjson writes
-    assert _error(big).locations == ("ImagingStudy.series[0].instance[0].number",)
-    assert validation._valid_items == set()
+def test_items_holding_null_are_not_remembered() -> None:
+    # NaN is written as null too: remembering {"number": null} would let NaN through
+    validate_resource(imaging_study([{**entry(1), "number": None}]))
+    assert validation._valid_items.keys == set()
+    error = _error(imaging_study([{**entry(1), "number": float("nan")}]))
+    assert error.locations == ("ImagingStudy.series[0].instance[0].number",)

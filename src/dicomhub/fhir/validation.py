@@ -66,8 +66,31 @@ def known_type(resource_type: str) -> bool:
 # the new ones unchanged, was half the CPU of such a pass (16 ms at 500 instances). An item's
 # validity depends on the item alone (the models validate a nested element by its own model).
 _REMEMBERED = {"ImagingStudy": ("series", "instance")}
-_VALID_ITEMS_MAX = 50_000  # about 13 MB
-_valid_items: set[bytes] = set()  # (type, item) as JSON with sorted keys
+# Only small items are remembered (the sync's entries take about 200 bytes), up to 8 MB in all:
+# any client may send large ones. Items holding null are not (NaN and infinities, which the
+# models refuse, are written as null too).
+_ITEM_MAX_BYTES = 1024
+_VALID_ITEMS_MAX_BYTES = 8 * 1024 * 1024
+
+
+class _ValidItems:
+    """Items found valid, as (type, item) JSON with sorted keys; emptied when too large."""
+
+    def __init__(self) -> None:
+        self.keys: set[bytes] = set()
+        self.size = 0
+
+    def add(self, keys: list[bytes]) -> None:
+        keys = [k for k in keys if len(k) <= _ITEM_MAX_BYTES and b"null" not in k]
+        size = sum(len(k) for k in keys)
+        if self.size + size > _VALID_ITEMS_MAX_BYTES:
+            self.keys.clear()
+            self.size = 0
+        self.keys.update(keys)
+        self.size += size
+
+
+_valid_items = _ValidItems()
 
 
 def validate_resource(resource: Any, expected_type: str | None = None) -> str:
@@ -88,9 +111,7 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> str:
                 # the same verdict, with the paths of the whole resource (items' indexes)
                 _validate(resource, resource_type)
                 raise
-            if len(_valid_items) + len(seen) > _VALID_ITEMS_MAX:
-                _valid_items.clear()
-            _valid_items.update(seen)
+            _valid_items.add(seen)
             return resource_type
     _validate(resource, resource_type)
     return resource_type
@@ -121,7 +142,7 @@ def _without_valid_items(
             except orjson.JSONEncodeError:  # not plain JSON (a number beyond 64 bits, say)
                 return None
             seen.append(key)
-            if key not in _valid_items:
+            if key not in _valid_items.keys:
                 fresh.append(item)
         copy = dict(parent)
         if fresh:

@@ -579,7 +579,9 @@ def map_imaging_study(
 ) -> dict[str, Any]:
     """The ImagingStudy of one study's instances, given in store order (no id).
 
-    Raises ValueError when there are no instances or they belong to more than one study.
+    Raises ValueError when there are no instances or they belong to more than one study. Parts
+    of the result are what MappedDataset instances keep for the next call: read it, copy it,
+    never change it in place.
     """
     by_sop: dict[str, tuple[Mapping[str, Any], _Facts]] = {}
     for i, ds in enumerate(instances):  # an instance stored twice counts once, as last stored
