@@ -103,3 +103,18 @@ def test_items_holding_null_are_not_remembered() -> None:
     assert validation._valid_items.keys == set()
     error = _error(imaging_study([{**entry(1), "number": float("nan")}]))
     assert error.locations == ("ImagingStudy.series[0].instance[0].number",)
+
+
+def test_a_malformed_primitive_extension_is_a_client_error() -> None:
+    # fhir.resources raises AttributeError on these: still a 422, never a server error
+    error = _error({"resourceType": "Patient", "_gender": " 1.2 "})
+    assert "malformed" in error.message
+
+
+def test_other_resources_and_odd_shapes_are_validated_whole() -> None:
+    odd = imaging_study([entry(1)])
+    odd["series"][0]["instance"] = ["not an object"]
+    assert _error(odd).locations[0].startswith("ImagingStudy.series[0].instance[0]")
+    big = imaging_study([{**entry(1), "number": 2**70}])  # beyond what orjson writes
+    assert _error(big).locations == ("ImagingStudy.series[0].instance[0].number",)
+    assert validation._valid_items.keys == set()

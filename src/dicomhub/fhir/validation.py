@@ -180,6 +180,10 @@ def _validate(resource: dict[str, Any], resource_type: str) -> None:
             model.model_validate({k: v for k, v in resource.items() if k in _DOMAIN_KEYS})
         else:
             model.model_validate(resource)
+    except (AttributeError, TypeError) as exc:
+        # fhir.resources fails this way on some malformed input (a primitive's extension
+        # element `_gender` given as a string, say): still the client's error, not the server's
+        raise Unprocessable(f"{resource_type}: malformed element ({exc})") from None
     except ValidationError as exc:
         problems = []
         locations = []
