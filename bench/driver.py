@@ -148,6 +148,7 @@ class Run:
         self.raw = [i.path.read_bytes() for i in self.ingest.instances]
         n = len(self.raw)
         total = sum(len(d) for d in self.raw)
+        cpu: dict[str, dict[str, float]] = {}  # figure -> server -> ms per instance
         for variant, (clients, per_request) in enumerate(self.plan.ingest_configs, start=1):
             label = f"{clients} client{'s' if clients > 1 else ''} × {per_request}/request"
             fig = self.figure(
@@ -164,11 +165,36 @@ class Run:
                 if not self.alive(server, "ingest"):
                     continue
                 log(f"STOW {label}: {n} instances ({total / 1e6:.0f} MB) to {server.name}")
+                before = server.cpu_seconds()
                 result = measure.measure_parallel(server.base_url, jobs, clients)
+                used = server.cpu_seconds() - before
                 self.verify_stored(server, expected, n, result)
-                fig.results[server.name] = result.summary()
-                log(f"  {server.name}: {result.describe()}")
+                fig.results[server.name] = {**result.summary(), "server_cpu_seconds": used}
+                log(
+                    f"  {server.name}: {result.describe()}, server CPU {used * 1000 / n:.2f} ms/instance"
+                )
+                cpu.setdefault(label, {})[server.name] = used * 1000 / n
             self.catalog += expected
+        self.cpu_note(cpu)
+
+    def cpu_note(self, cpu: dict[str, dict[str, float]]) -> None:
+        """Server CPU per instance during each STOW figure, as a note: on two cores shared with
+        the client, a server that needs more CPU per instance cannot store more per second."""
+        names = [server.name for server in self.servers]
+        parts = []
+        for label, by_server in cpu.items():
+            values = " / ".join(f"{by_server[name]:.2f}" for name in names if name in by_server)
+            ratio = ""
+            if len(by_server) == 2 and all(by_server.get(name) for name in names):
+                ratio = f" ({by_server[names[0]] / by_server[names[1]]:.2f}×)"
+            parts.append(f"{label} {values}{ratio}")
+        if parts:
+            self.notes.append(
+                f"Server CPU per stored instance during the STOW figures, ms of user + system "
+                f"time of all the server's processes while the clock ran ({' / '.join(names)}): "
+                + "; ".join(parts)
+                + "."
+            )
 
     def verify_stored(
         self, server: servers.Server, expected: list[StudyRecord], want: int, result: Throughput

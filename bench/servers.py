@@ -82,6 +82,24 @@ class Server:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the processes of this server's process group (uvicorn's
+        supervisor and workers; Orthanc's one process), from /proc; 0 when not running."""
+        if self.process is None:
+            return 0.0
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # a process that ended meanwhile
+            # after the command: state, ppid, pgrp, ...; utime and stime are fields 14 and 15
+            if int(fields[2]) == self.process.pid:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def exit_status(self) -> int | None:
         """None while running (or never started), else the exit status."""
         return self.process.poll() if self.process else None
