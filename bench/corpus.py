@@ -6,9 +6,11 @@
 * The query corpus: many small studies (one 16x16 instance each) with varied patient names,
   IDs, dates, modalities and accession numbers, for QIDO-RS latency.
 
-Every ingest UID is `<INGEST_ROOT><variant>.<...>` with a one-digit variant, so the driver can
+Every ingest UID is `<UID_ROOT>1<variant>.<...>` with a one-digit variant, so the driver can
 make a byte-for-byte copy of the corpus under fresh UIDs by replacing the fixed-length prefix
-(`with_variant`): each ingest configuration stores instances that no server has seen yet.
+(`with_variant`): each ingest configuration stores instances that no server has seen yet. The
+digit before the variant (1 as generated) is the STOW round: a repeated round stores the
+same bytes under UIDs of its own again.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ __all__ = [
 
 # pydicom's UID root (1.2.826.0.1.3680043.8.498), then fixed-width numbers (no leading zero).
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
-INGEST_ROOT = UID_ROOT + "1"  # + variant digit + "."
+INGEST_ROOT = UID_ROOT + "1"  # + variant digit + "."; the "1" is the STOW round
 QUERY_ROOT = UID_ROOT + "2."
 MULTIFRAME_ROOT = UID_ROOT + "3."
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -200,10 +202,10 @@ class IngestCorpus:
     def total_bytes(self) -> int:
         return sum(i.size for i in self.instances)
 
-    def study_records(self, variant: int) -> list[StudyRecord]:
+    def study_records(self, variant: int, stow_round: int = 1) -> list[StudyRecord]:
         return [
             StudyRecord(
-                variant_uid(s.study_uid, variant),
+                variant_uid(s.study_uid, variant, stow_round),
                 s.patient_name,
                 s.patient_id,
                 s.study_date,
@@ -240,19 +242,23 @@ class QueryCorpus:
     studies: list[QueryStudy] = field(default_factory=list)
 
 
-def with_variant(data: bytes, variant: int) -> bytes:
-    """The same instance under other UIDs (same lengths, so no length field changes)."""
+def _root(variant: int, stow_round: int) -> str:
     if not 0 <= variant <= 9:
         raise ValueError("variant is one digit")
-    old = f"{INGEST_ROOT}0.".encode()
-    new = f"{INGEST_ROOT}{variant}.".encode()
-    return data.replace(old, new)
+    if not 1 <= stow_round <= 9:
+        raise ValueError("the STOW round is one digit, 1 to 9 (a UID component has no leading 0)")
+    return f"{UID_ROOT}{stow_round}{variant}."
 
 
-def variant_uid(uid: str, variant: int) -> str:
+def with_variant(data: bytes, variant: int, stow_round: int = 1) -> bytes:
+    """The same instance under other UIDs (same lengths, so no length field changes)."""
+    return data.replace(f"{INGEST_ROOT}0.".encode(), _root(variant, stow_round).encode())
+
+
+def variant_uid(uid: str, variant: int, stow_round: int = 1) -> str:
     prefix = f"{INGEST_ROOT}0."
     assert uid.startswith(prefix), uid
-    return f"{INGEST_ROOT}{variant}." + uid[len(prefix) :]
+    return _root(variant, stow_round) + uid[len(prefix) :]
 
 
 def fold(text: str) -> str:

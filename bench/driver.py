@@ -23,6 +23,7 @@ import hashlib
 import os
 import platform
 import signal
+import statistics
 import sys
 import time
 from collections import Counter
@@ -78,6 +79,7 @@ class Plan:
     metadata_requests: int
     retrieve_instances: int
     study_retrieves: int
+    stow_rounds: int  # each STOW figure is the median of this many rounds per server
     ingest_configs: tuple[tuple[int, int], ...] = ((1, 1), (1, 50), (4, 1), (4, 50))
     query_load_per_request: int = 50
 
@@ -90,6 +92,7 @@ FULL_PLAN = Plan(
     metadata_requests=20,
     retrieve_instances=200,
     study_retrieves=5,
+    stow_rounds=3,
 )
 QUICK_PLAN = Plan(
     latency_requests=30,
@@ -99,6 +102,7 @@ QUICK_PLAN = Plan(
     metadata_requests=8,
     retrieve_instances=40,
     study_retrieves=3,
+    stow_rounds=1,
 )
 
 
@@ -112,6 +116,8 @@ class Run:
         self.plan = QUICK_PLAN if args.quick else FULL_PLAN
         if args.requests:
             self.plan = dataclasses.replace(self.plan, latency_requests=args.requests)
+        if args.stow_rounds:
+            self.plan = dataclasses.replace(self.plan, stow_rounds=args.stow_rounds)
         self.spec = corpus.spec_for(args.quick)
         self.figures: list[Figure] = []
         self.notes: list[str] = []
@@ -145,13 +151,22 @@ class Run:
     # -- phases ---------------------------------------------------------------------------
 
     def ingest_phase(self) -> None:
+        """Each configuration, round after round, on both servers; each figure is the median.
+
+        This VM's speed swings by 2x within minutes, so one pass per server could compare a
+        fast minute with a slow one. Rounds alternate which server goes first, and every
+        round's ratio is kept (a note) beside the ratio of the medians.
+        """
         self.raw = [i.path.read_bytes() for i in self.ingest.instances]
         n = len(self.raw)
         total = sum(len(d) for d in self.raw)
-        cpu: dict[str, dict[str, float]] = {}  # figure -> server -> ms per instance
-        for variant, (clients, per_request) in enumerate(self.plan.ingest_configs, start=1):
+        rounds = self.plan.stow_rounds
+        configs = list(enumerate(self.plan.ingest_configs, start=1))
+        figures: dict[int, Figure] = {}
+        runs: dict[int, dict[str, list[dict[str, Any]]]] = {}  # variant -> server -> rounds
+        for variant, (clients, per_request) in configs:
             label = f"{clients} client{'s' if clients > 1 else ''} × {per_request}/request"
-            fig = self.figure(
+            figures[variant] = self.figure(
                 f"stow_{clients}c_{per_request}pr",
                 "STOW-RS ingest",
                 label,
@@ -159,41 +174,119 @@ class Run:
                 "instances/s",
                 INGEST_TARGET,
             )
-            jobs = stow_jobs([corpus.with_variant(d, variant) for d in self.raw], per_request)
-            expected = self.ingest.study_records(variant)
-            for server in self.servers:
-                if not self.alive(server, "ingest"):
-                    continue
-                log(f"STOW {label}: {n} instances ({total / 1e6:.0f} MB) to {server.name}")
-                before = server.cpu_seconds()
-                result = measure.measure_parallel(server.base_url, jobs, clients)
-                used = server.cpu_seconds() - before
-                self.verify_stored(server, expected, n, result)
-                fig.results[server.name] = {**result.summary(), "server_cpu_seconds": used}
-                log(
-                    f"  {server.name}: {result.describe()}, server CPU {used * 1000 / n:.2f} ms/instance"
-                )
-                cpu.setdefault(label, {})[server.name] = used * 1000 / n
-            self.catalog += expected
-        self.cpu_note(cpu)
+            runs[variant] = {}
+        self.settle_all()  # each figure below ends with its server idle again
+        for stow_round in range(1, rounds + 1):
+            order = self.servers if stow_round % 2 else list(reversed(self.servers))
+            for variant, (clients, per_request) in configs:
+                fig = figures[variant]
+                data = [corpus.with_variant(d, variant, stow_round) for d in self.raw]
+                jobs = stow_jobs(data, per_request)
+                del data
+                expected = self.ingest.study_records(variant, stow_round)
+                for server in order:
+                    if not self.alive(server, "ingest"):
+                        continue
+                    log(
+                        f"STOW {fig.label}, round {stow_round}/{rounds}: {n} instances "
+                        f"({total / 1e6:.0f} MB) to {server.name}"
+                    )
+                    before = server.cpu_seconds()
+                    result = measure.measure_parallel(server.base_url, jobs, clients)
+                    used = server.cpu_seconds() - before
+                    waited, deferred = server.settle()
+                    self.verify_stored(server, expected, n, result)
+                    runs[variant].setdefault(server.name, []).append(
+                        {
+                            **result.summary(),
+                            "round": stow_round,
+                            "server_cpu_seconds": used,
+                            "deferred_cpu_seconds": deferred,
+                        }
+                    )
+                    log(
+                        f"  {server.name}: {result.describe()}, "
+                        f"server CPU {used * 1000 / n:.2f} ms/instance, then "
+                        f"{deferred * 1000 / n:.2f} ms/instance in the {waited:.0f} s until idle"
+                    )
+                self.catalog += expected
+        for variant, fig in figures.items():
+            for name, summaries in runs[variant].items():
+                fig.results[name] = measure.median_summary(summaries)
+        self.rounds_note(figures, runs, rounds)
+        self.cpu_note(
+            {
+                fig.label: {
+                    name: (
+                        statistics.median(s["server_cpu_seconds"] for s in summaries) * 1000 / n,
+                        statistics.median(s["deferred_cpu_seconds"] for s in summaries) * 1000 / n,
+                    )
+                    for name, summaries in runs[variant].items()
+                }
+                for variant, fig in figures.items()
+            },
+            rounds,
+        )
 
-    def cpu_note(self, cpu: dict[str, dict[str, float]]) -> None:
-        """Server CPU per instance during each STOW figure, as a note: on two cores shared with
-        the client, a server that needs more CPU per instance cannot store more per second."""
+    def settle_all(self) -> None:
+        """Every server idle before a figure starts (see Server.settle)."""
+        for server in self.servers:
+            if server.exit_status() is None:
+                server.settle()
+
+    def rounds_note(
+        self,
+        figures: dict[int, Figure],
+        runs: dict[int, dict[str, list[dict[str, Any]]]],
+        rounds: int,
+    ) -> None:
+        """Every round's own ratio, so that a reader sees how far the rounds agree."""
+        if rounds < 2:
+            return
+        parts = []
+        for variant, fig in figures.items():
+            ours, theirs = runs[variant].get(DICOMHUB, []), runs[variant].get(report.ORTHANC, [])
+            ratios = [
+                f"{a['per_second'] / b['per_second']:.2f}"
+                for a, b in zip(ours, theirs, strict=False)
+                if a["ok"] and b["ok"]
+            ]
+            if ratios:
+                parts.append(f"{fig.label} {' / '.join(ratios)}")
+        if parts:
+            self.notes.append(
+                f"STOW-RS figures are the median of {rounds} rounds (each round stores the "
+                "corpus under new UIDs on both servers; odd rounds dicomhub first, even rounds "
+                "Orthanc first). dicomhub/Orthanc of each round: " + "; ".join(parts) + "."
+            )
+
+    def cpu_note(self, cpu: dict[str, dict[str, tuple[float, float]]], rounds: int) -> None:
+        """Server CPU per instance during each STOW figure, and after it until the server was
+        idle, as a note: on two cores shared with the client, a server that needs more CPU
+        per instance cannot store more per second."""
         names = [server.name for server in self.servers]
         parts = []
         for label, by_server in cpu.items():
-            values = " / ".join(f"{by_server[name]:.2f}" for name in names if name in by_server)
+            values = " / ".join(
+                f"{by_server[name][0]:.2f} + {by_server[name][1]:.2f}"
+                for name in names
+                if name in by_server
+            )
             ratio = ""
-            if len(by_server) == 2 and all(by_server.get(name) for name in names):
-                ratio = f" ({by_server[names[0]] / by_server[names[1]]:.2f}×)"
+            if len(by_server) == 2 and all(by_server.get(name, (0.0,))[0] for name in names):
+                ours, theirs = by_server[names[0]], by_server[names[1]]
+                ratio = (
+                    f" ({ours[0] / theirs[0]:.2f}× while the clock ran, "
+                    f"{sum(ours) / sum(theirs):.2f}× in all)"
+                )
             parts.append(f"{label} {values}{ratio}")
         if parts:
+            of_rounds = f"; medians of {rounds} rounds" if rounds > 1 else ""
             self.notes.append(
-                f"Server CPU per stored instance during the STOW figures, ms of user + system "
-                f"time of all the server's processes while the clock ran ({' / '.join(names)}): "
-                + "; ".join(parts)
-                + "."
+                "Server CPU per stored instance during the STOW figures, ms of user + system "
+                "time of all the server's processes: while the clock ran + after it, until the "
+                f"server was idle (dicomhub's FHIR sync catching up){of_rounds} "
+                f"({' / '.join(names)}): " + "; ".join(parts) + "."
             )
 
     def verify_stored(
@@ -241,7 +334,14 @@ class Run:
                 continue
             log(f"loading the query corpus ({len(studies)} studies) into {server.name}")
             result = measure.measure_parallel(server.base_url, jobs, 1)
-            log(f"  {server.name}: {result.describe()}; checking every study is there")
+            # Idle again before anything else is timed: the sync of 10,000 new studies must
+            # not run during the next figures (of either server).
+            waited, deferred = server.settle()
+            log(
+                f"  {server.name}: {result.describe()}, then {waited:.0f} s and "
+                f"{deferred:.1f} s of CPU until idle; "
+                "checking every study is there"
+            )
             problem = self.walk_all_studies(server, all_uids)
             if problem:
                 result.fail(problem)
@@ -666,6 +766,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="timed requests per QIDO figure (default 100, 30 with --quick)",
     )
     parser.add_argument(
+        "--stow-rounds",
+        type=int,
+        default=0,
+        help="rounds of every STOW figure per server, reported as the median (default 3, "
+        "1 with --quick; at most 9)",
+    )
+    parser.add_argument(
         "--accept-encoding",
         default=measure.ACCEPT_ENCODING,
         help="Accept-Encoding of every request (default %(default)r, as browsers and "
@@ -684,6 +791,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--only takes {', '.join(_ALIASES)}")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if not 0 <= args.stow_rounds <= 9:
+        parser.error("--stow-rounds takes 1 to 9 (the round is one digit of the UIDs)")
     return args
 
 

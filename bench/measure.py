@@ -7,6 +7,7 @@ reason is kept, so the report can say "wrong" instead of showing a time.
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ __all__ = [
     "measure_latency",
     "measure_parallel",
     "measure_sequential_throughput",
+    "median_summary",
     "new_client",
 ]
 
@@ -172,6 +174,34 @@ class Throughput:
             f"{self.per_second:.1f} items/s, {self.mb_per_second:.1f} MB/s "
             f"({self.items} in {self.seconds:.2f} s)"
         )
+
+
+def median_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one throughput figure as one summary: the median of their rates, each round kept.
+
+    A round with a wrong answer makes the whole figure wrong: other rounds never outvote it.
+    """
+    failed = [r for r in rounds if not r["ok"]]
+    encodings: Counter[str] = Counter()
+    for r in rounds:
+        encodings.update(r["content_encodings"])
+    ok = bool(rounds) and not failed
+    return {
+        "kind": "throughput",
+        "ok": ok,
+        "statistic": f"median of {len(rounds)} rounds",
+        "items": sum(r["items"] for r in rounds),
+        "payload_bytes": sum(r["payload_bytes"] for r in rounds),
+        "seconds": sum(r["seconds"] for r in rounds),
+        "requests": sum(r["requests"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        "first_error": failed[0]["first_error"] if failed else None,
+        "clients": rounds[0]["clients"] if rounds else 0,
+        "per_second": statistics.median(r["per_second"] for r in rounds) if ok else None,
+        "mb_per_second": statistics.median(r["mb_per_second"] for r in rounds) if ok else None,
+        "content_encodings": dict(encodings),
+        "rounds": rounds,
+    }
 
 
 @dataclass

@@ -100,6 +100,23 @@ class Server:
                 ticks += int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def settle(
+        self, *, window: float = 2.0, busy: float = 0.03, limit: float = 120.0
+    ) -> tuple[float, float]:
+        """Wait until the server is idle (under `busy` of a core over `window` seconds), so
+        that work it put off (dicomhub's FHIR sync) is not done while the next figure runs.
+        Returns (seconds waited, CPU seconds it used meanwhile). The window outlasts the
+        sync's longest pause between passes over a study still being stored (1 s)."""
+        started = time.monotonic()
+        first = last = self.cpu_seconds()
+        while self.exit_status() is None and time.monotonic() - started < limit:
+            time.sleep(window)
+            now = self.cpu_seconds()
+            if now - last < busy * window:
+                break
+            last = now
+        return time.monotonic() - started, self.cpu_seconds() - first
+
     def exit_status(self) -> int | None:
         """None while running (or never started), else the exit status."""
         return self.process.poll() if self.process else None
