@@ -16,7 +16,7 @@ from dicomhub.config import Settings
 from dicomhub.context import RequestContext
 from dicomhub.services.store import StagedPart
 from dicomhub.storage.blobs.filesystem import FilesystemBlobStore
-from tests.dicomfiles import make_dataset, readable, sample_files
+from tests.dicomfiles import make_dataset, make_instance, readable, sample_files
 
 
 @pytest.fixture
@@ -114,3 +114,32 @@ def test_a_part_keeps_its_bytes_only_up_to_the_limit_and_hands_them_out_once(
     with large.writer.reader() as fh:
         assert fh.read() == b"12345678901"  # the file has every byte either way
     blobs.close()
+
+
+def test_parts_sealed_as_they_arrive_are_stored_or_dropped_whole(
+    two_stores: tuple[Services, Services],
+) -> None:
+    """What the STOW route does: seal each part when its last byte is in, check it later."""
+    services = two_stores[0]
+    good, other = (make_instance(sop_uid=f"1.2.3.4.{n}") for n in (1, 2))
+    batch = services.store.begin(RequestContext())
+    parts = []
+    for data in (good, other):
+        part = batch.part()
+        part.write(data)
+        batch.seal(part)
+        parts.append(part)
+    assert batch.add(parts[0]) is None
+    assert batch.add(parts[1], "part Content-Type text/plain is not application/dicom")
+    outcome = batch.commit()
+    assert [i.status for i in outcome.instances] == ["stored", "failed"]
+    assert set(_index(services)) == {"1.2.3.4.1"}
+
+    staging = services.blobs.staged_path("x").parent
+    gone = services.store.begin(RequestContext())
+    part = gone.part()
+    part.write(other)
+    gone.seal(part)
+    gone.abort()  # the client went away after the part came in
+    assert [p.name for p in staging.iterdir()] == [".lock"]
+    assert set(_index(services)) == {"1.2.3.4.1"}

@@ -131,6 +131,41 @@ def test_finish_twice_and_abort(store: FilesystemBlobStore) -> None:
     assert not store.staged_path(unfinished.blob_id).exists()
 
 
+def _open_fds() -> set[str]:
+    return {
+        os.readlink(f"/proc/self/fd/{fd}")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")
+    }
+
+
+def test_a_sealed_blob_is_readable_and_released_by_sync_or_abort(
+    store: FilesystemBlobStore,
+) -> None:
+    synced = store.stage()
+    synced.write(b"abc")
+    synced.seal()
+    with pytest.raises(AssertionError):
+        synced.write(b"d")  # sealed: writing is over
+    with open(store.staged_path(synced.blob_id), "rb") as fh:
+        assert fh.read() == b"abc"  # flushed, readable by path (the parse reads it so)
+    path = str(store.staged_path(synced.blob_id))
+    assert path in _open_fds()  # kept open for the fsync thread
+    synced.sync()
+    synced.sync_name()
+    assert path not in _open_fds()
+    store.promote(synced.blob_id)
+    with store.open(synced.blob_id) as fh:
+        assert fh.read() == b"abc"
+
+    dropped = store.stage()
+    dropped.write(b"xyz")
+    dropped.seal()
+    dropped.abort()  # a refused part: sealed, never synced
+    assert str(store.staged_path(dropped.blob_id)) not in _open_fds()
+    assert not store.staged_path(dropped.blob_id).exists()
+
+
 def test_ids_are_unique_and_carry_nothing(store: FilesystemBlobStore) -> None:
     writers = [store.stage() for _ in range(50)]
     assert len({w.blob_id for w in writers}) == 50

@@ -127,12 +127,13 @@ def _outcome(pending: _Pending, result: inserts.InsertResult) -> InstanceOutcome
 class StagedPart:
     """A part being written to its staged blob, and its bytes while there are few enough."""
 
-    __slots__ = ("_kept", "_room", "writer")
+    __slots__ = ("_kept", "_room", "durable", "writer")
 
     def __init__(self, writer: BlobWriter, keep: int = KEEP_IN_MEMORY) -> None:
         self.writer = writer
         self._kept: list[bytes | memoryview] | None = []
         self._room = keep
+        self.durable: tuple[Future[None], ...] = ()  # its fsyncs, once sealed
 
     @property
     def size(self) -> int:
@@ -151,6 +152,7 @@ class StagedPart:
 
     def abort(self) -> None:
         self._kept = None
+        wait(self.durable)  # an fsync still running must not race the unlink
         self.writer.abort()
 
     def take(self) -> bytes | None:
@@ -176,6 +178,7 @@ class StoreBatch:
         self._pending: list[_Pending] = []
         self._outcomes: list[InstanceOutcome | None] = []
         self._writers: list[BlobWriter] = []
+        self._syncing: list[Future[None]] = []
         self._seen: set[str] = set()
 
     def part(self) -> StagedPart:
@@ -187,6 +190,18 @@ class StoreBatch:
         self._writers.append(writer)
         return writer
 
+    def seal(self, part: StagedPart) -> None:
+        """The part's last byte is written: start making it durable, from the caller's thread.
+
+        Call it from the thread that wrote the part, before handing the part to `add` in a
+        worker thread: the fsync threads then start before the parse holds the GIL, and run
+        beside it. Started from `add`, they began only once the parse was done.
+        """
+        if not part.durable:
+            part.writer.seal()
+            part.durable = self._service.make_durable(part.writer)
+            self._syncing += part.durable
+
     def add(self, part: StagedPart, problem: str | None = None) -> InstanceOutcome | None:
         """Make the part durable and check it. Returns its outcome now if it already failed."""
         if problem is not None:
@@ -194,18 +209,20 @@ class StoreBatch:
             return self._fail(None, FailureCode.PROCESSING_FAILURE, problem)
         content = part.take()
         writer = part.writer
-        writer.close()
+        # The fsyncs (milliseconds, seconds on a slow disk) run while the part is parsed.
+        self.seal(part)
+        durable = part.durable
         coerced = False
-        durable: tuple[Future[None], ...] = ()
         try:
             with _open(writer, content) as fh:
                 header = missing_part10_header(fh)
             if header is not None:
+                wait(durable)  # the received bytes' fsyncs, before their file goes
                 writer = self._with_header(writer, header)
                 content = header + content if content is not None else None
                 coerced = True
-            # The fsyncs (milliseconds, seconds on a slow disk) run while the part is parsed.
-            durable = self._service.make_durable(writer)
+                durable = self._service.make_durable(writer)
+                self._syncing += durable
             with _open(writer, content) as fh:
                 parsed = parse_part10(fh, writer.size, _bulk_placeholder, content)
             refusal = self._refusal(parsed)
@@ -292,6 +309,7 @@ class StoreBatch:
             final.append(_outcome(pending, result))
         self._pending.clear()
         self._writers.clear()
+        self._syncing.clear()
         stored = StoreOutcome(tuple(final))
         if stored.stored:
             self._service.notify()
@@ -299,12 +317,12 @@ class StoreBatch:
 
     def abort(self) -> None:
         """Drop everything staged by this request (client gone, body malformed, server stopping)."""
-        for pending in self._pending:
-            wait(pending.durable)  # an fsync still running must not race the unlink
+        wait(self._syncing)  # an fsync still running must not race the unlink
         for writer in self._writers:
             writer.abort()
         self._writers.clear()
         self._pending.clear()
+        self._syncing.clear()
 
 
 @dataclass

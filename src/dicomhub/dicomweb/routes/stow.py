@@ -89,11 +89,13 @@ class _PartProblem:
             self.part.write(data)
 
 
-def _completed(reader: MultipartReader) -> list[_PartProblem]:
-    """The parts the last chunk completed, taken from the reader."""
+def _completed(reader: MultipartReader, batch: StoreBatch) -> list[_PartProblem]:
+    """The parts the last chunk completed, taken from the reader and sealed (fsyncs started)."""
     parts = []
     for sink, _headers in reader.completed:
         assert isinstance(sink, _PartProblem)
+        if sink.problem is None:
+            batch.seal(sink.part)
         parts.append(sink)
     reader.completed.clear()
     return parts
@@ -124,6 +126,7 @@ async def _store(
                 part.write(chunk)
             if part.size == 0:
                 raise InvalidInput("the request body is empty")
+            batch.seal(part)
             last.append(_PartProblem(part, None))
         else:
             assert boundary is not None
@@ -144,7 +147,7 @@ async def _store(
                 if received > limit:
                     raise TooLarge(f"the request body exceeds the limit of {limit} bytes")
                 reader.feed(chunk)
-                done = _completed(reader)
+                done = _completed(reader, batch)
                 if reader.finished:
                     last += done
                     continue

@@ -37,8 +37,11 @@ class BlobWriter(Protocol):
     def close(self) -> None:
         """End writing: the bytes can be read back, but are not yet durable."""
 
+    def seal(self) -> None:
+        """End writing, ready for sync() from another thread (which releases what it keeps)."""
+
     def sync(self) -> None:
-        """Make the staged bytes durable (fsync); any thread, after close()."""
+        """Make the staged bytes durable (fsync); any thread, after close() or seal()."""
 
     def sync_name(self) -> None:
         """Make the staged blob's name durable; any thread, may run alongside sync()."""

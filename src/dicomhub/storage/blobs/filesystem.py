@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -35,13 +36,9 @@ def _raise_storage(exc: OSError) -> None:
         raise StorageFull("the data folder's disk is full") from exc
 
 
-def _fsync(path: Path) -> None:
+def _fsync(fd: int) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(fd)
     except OSError as exc:
         _raise_storage(exc)
         raise
@@ -52,7 +49,9 @@ class _FileWriter:
         self.blob_id = new_blob_id()
         self.size = 0
         self._path = store.staged_path(self.blob_id)
+        self._folder = store.staging_fd
         self._fh: BinaryIO | None = open(self._path, "wb")  # noqa: SIM115 - closed in close/abort
+        self._sealed: BinaryIO | None = None  # kept open for sync()
 
     def write(self, data: bytes | memoryview) -> None:
         assert self._fh is not None, "write after close"
@@ -74,14 +73,33 @@ class _FileWriter:
         finally:
             self._fh = None
 
+    def seal(self) -> None:
+        # An fsync thread that opened the file itself would wait twice for the GIL (after the
+        # open, then after the fsync), the first time behind the parse of this very part.
+        fh = self._fh
+        if fh is None:
+            return
+        try:
+            fh.flush()
+        except OSError as exc:
+            _raise_storage(exc)
+            raise
+        self._fh, self._sealed = None, fh
+
     def sync(self) -> None:
-        _fsync(self._path)
+        fh, self._sealed = self._sealed, None
+        if fh is None:
+            fh = open(self._path, "rb")  # noqa: SIM115 - closed below
+        try:
+            _fsync(fh.fileno())
+        finally:
+            fh.close()
 
     def sync_name(self) -> None:
         # fsync of a file makes its bytes durable, not its directory entry (fsync(2)): without
         # this a power loss could drop a blob the index already names. Renames into objects/
         # need no such care: a lost rename leaves the blob staged, and recovery promotes it.
-        _fsync(self._path.parent)
+        _fsync(self._folder)
 
     def finish(self) -> None:
         self.close()
@@ -92,9 +110,11 @@ class _FileWriter:
         return open(self._path, "rb")
 
     def abort(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        for fh in (self._fh, self._sealed):
+            if fh is not None:
+                with contextlib.suppress(OSError):  # a full disk failing the flush: dropped anyway
+                    fh.close()
+        self._fh = self._sealed = None
         self._path.unlink(missing_ok=True)
 
 
@@ -120,11 +140,14 @@ class FilesystemBlobStore:
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._staging = self._staging_root / session
         starting.rename(self._staging)
+        # Opened once: each store fsyncs this folder (the name of its staged blob).
+        self.staging_fd = os.open(self._staging, os.O_RDONLY | os.O_DIRECTORY)
 
     def close(self) -> None:
         """Release this process's staging folder (empty once every request finished)."""
         if self._lock.closed:
             return
+        os.close(self.staging_fd)
         try:
             # Removed before the lock goes, so that no recovery is working on it meanwhile.
             if not any(p.name != ".lock" for p in self._staging.iterdir()):
