@@ -3,8 +3,12 @@ from the staged file: both paths must store exactly the same thing."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ from sqlalchemy import text
 from dicomhub.bootstrap import Services, build_services, prepare_storage
 from dicomhub.config import Settings
 from dicomhub.context import RequestContext
-from dicomhub.services.store import StagedPart
+from dicomhub.services.store import OPEN_UNTIL_SYNCED, StagedPart
 from dicomhub.storage.blobs.filesystem import FilesystemBlobStore
 from tests.dicomfiles import make_dataset, make_instance, readable, sample_files
 
@@ -143,3 +147,41 @@ def test_parts_sealed_as_they_arrive_are_stored_or_dropped_whole(
     gone.abort()  # the client went away after the part came in
     assert [p.name for p in staging.iterdir()] == [".lock"]
     assert set(_index(services)) == {"1.2.3.4.1"}
+
+
+def test_a_request_of_many_parts_on_a_slow_disk_keeps_few_files_open(
+    two_stores: tuple[Services, Services],
+) -> None:
+    """Sealed files stay open for their fsyncs, but not when hundreds of fsyncs wait."""
+    services = two_stores[0]
+    gate = threading.Event()
+    slow = ThreadPoolExecutor(max_workers=1)  # a disk whose first fsync takes a while
+    slow.submit(gate.wait)
+    services.store.syncer.shutdown()
+    services.store.syncer = slow
+    staging = str(services.blobs.staged_path("x").parent)
+
+    def open_staged() -> int:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return sum(1 for link in links if os.path.dirname(link) == staging and ".lock" not in link)
+
+    batch = services.store.begin(RequestContext())
+    parts = []
+    try:
+        for n in range(300):
+            part = batch.part()
+            part.write(make_instance(sop_uid=f"1.2.3.5.{n}"))
+            batch.seal(part)
+            parts.append(part)
+        held = open_staged()
+    finally:
+        gate.set()  # the fixture's close() waits for the executor
+    assert held == OPEN_UNTIL_SYNCED  # the first parts' files; the rest closed
+    for part in parts:
+        assert batch.add(part) is None
+    assert all(i.stored for i in batch.commit().instances)
+    assert open_staged() == 0
+    assert len(_index(services)) == 300

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # asks a file for its position before every element, and each such tell() on an open file is
 # a system call (dozens per header, most of the parse's system time for a one-instance STOW).
 KEEP_IN_MEMORY = 4 * 1024 * 1024
+# Parts of one request whose files stay open while their fsyncs wait (see StoreBatch.seal).
+OPEN_UNTIL_SYNCED = 64
 
 
 class StoreStatus(StrEnum):
@@ -197,10 +199,18 @@ class StoreBatch:
         worker thread: the fsync threads then start before the parse holds the GIL, and run
         beside it. Started from `add`, they began only once the parse was done.
         """
-        if not part.durable:
+        if part.durable:
+            return
+        # A sealed file stays open until its fsync has run. When the fsyncs of many earlier
+        # parts still wait (a slow disk, many small parts), the file is closed instead and its
+        # fsync opens it again: a request must not run the process out of file descriptors.
+        behind = len(self._syncing) >= 2 * OPEN_UNTIL_SYNCED
+        if behind and not self._syncing[-2 * OPEN_UNTIL_SYNCED].done():
+            part.writer.close()
+        else:
             part.writer.seal()
-            part.durable = self._service.make_durable(part.writer)
-            self._syncing += part.durable
+        part.durable = self._service.make_durable(part.writer)
+        self._syncing += part.durable
 
     def add(self, part: StagedPart, problem: str | None = None) -> InstanceOutcome | None:
         """Make the part durable and check it. Returns its outcome now if it already failed."""
