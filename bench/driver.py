@@ -245,11 +245,11 @@ class Run:
             return
         parts = []
         for variant, fig in figures.items():
-            ours, theirs = runs[variant].get(DICOMHUB, []), runs[variant].get(report.ORTHANC, [])
+            theirs = {r["round"]: r for r in runs[variant].get(report.ORTHANC, [])}
             ratios = [
                 f"{a['per_second'] / b['per_second']:.2f}"
-                for a, b in zip(ours, theirs, strict=False)
-                if a["ok"] and b["ok"]
+                for a in runs[variant].get(DICOMHUB, [])
+                if (b := theirs.get(a["round"])) and a["ok"] and b["ok"]
             ]
             if ratios:
                 parts.append(f"{fig.label} {' / '.join(ratios)}")

@@ -97,6 +97,20 @@ def test_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(validation._valid_items.keys) == 3
 
 
+def test_entries_seen_again_do_not_fill_the_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A growing study brings back its earlier entries at every pass; only new ones count."""
+    study = imaging_study([entry(n) for n in range(3)])
+    validate_resource(study)
+    held = validation._valid_items.size
+    monkeypatch.setattr(validation, "_VALID_ITEMS_MAX_BYTES", 2 * held)
+    for _ in range(5):
+        validate_resource(study)
+    assert validation._valid_items.size == held
+    study["series"][0]["instance"].append(entry(3))
+    validate_resource(study)
+    assert len(validation._valid_items.keys) == 4  # not emptied by the passes before
+
+
 def test_items_holding_null_are_not_remembered() -> None:
     # NaN is written as null too: remembering {"number": null} would let NaN through
     validate_resource(imaging_study([{**entry(1), "number": None}]))

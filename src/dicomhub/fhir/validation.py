@@ -81,7 +81,12 @@ class _ValidItems:
         self.size = 0
 
     def add(self, keys: list[bytes]) -> None:
-        keys = [k for k in keys if len(k) <= _ITEM_MAX_BYTES and b"null" not in k]
+        # Only new keys count: a growing study brings back all of its earlier entries each time.
+        keys = [
+            k
+            for k in set(keys)
+            if k not in self.keys and len(k) <= _ITEM_MAX_BYTES and b"null" not in k
+        ]
         size = sum(len(k) for k in keys)
         if self.size + size > _VALID_ITEMS_MAX_BYTES:
             self.keys.clear()
